@@ -1,0 +1,268 @@
+/**
+ * The one place that reads the environment. `loadConfig(env)` parses every setting once into a
+ * typed, frozen object and throws a CONFIG_ERR_INVALID naming the variable on the first bad value.
+ */
+import { hostname } from 'node:os'
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import { AppError } from './errors.js'
+
+export type Role = 'all' | 'listener' | 'worker'
+
+export interface Config {
+  readonly role: Role
+  readonly logLevel: string
+  readonly lmtp: {
+    readonly host: string
+    /** `null` when TCP listening is turned off (`LMTP_PORT=off`). */
+    readonly port: number | null
+    readonly socket: string | null
+    readonly hostname: string
+    /** Lower-cased accepted recipient domains; `['*']` accepts all. */
+    readonly domains: readonly string[]
+    readonly maxMessageSize: number
+    readonly maxRecipients: number
+    readonly maxConnections: number
+    readonly idleTimeoutMs: number
+    readonly dataTimeoutMs: number
+    readonly shutdownTimeoutMs: number
+  }
+  readonly redis: {
+    readonly url: string
+    /** Prefix of every key this service writes (BullMQ queues included). */
+    readonly prefix: string
+    readonly allowAcceptWithoutAof: boolean
+  }
+  readonly delivery: {
+    readonly routesFile: string | null
+    readonly workerConcurrency: number
+    readonly replyTimeoutMs: number
+    readonly messageTtlMs: number
+    readonly senderCheckUrl: string | null
+    readonly webhookTimeoutMs: number
+    readonly connectTimeoutMs: number
+    readonly allowCidrs: readonly string[]
+    readonly denyCidrs: readonly string[]
+    readonly logRetention: number
+    readonly logTtlMs: number
+  }
+  readonly admin: {
+    readonly host: string
+    /** `null` when the admin API is turned off (`ADMIN_PORT=off`). */
+    readonly port: number | null
+    readonly tokens: readonly string[]
+    readonly allowNoAuth: boolean
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+function fail(name: string, expected: string, value: string | undefined): never {
+  throw new AppError('CONFIG_ERR_INVALID', `${name}: expected ${expected}, got ${JSON.stringify(value)}`, { variable: name })
+}
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name]
+  return v === undefined || v.trim() === '' ? fallback : v.trim()
+}
+
+function optional(env: Env, name: string): string | null {
+  const v = env[name]
+  return v === undefined || v.trim() === '' ? null : v.trim()
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = optional(env, name)
+  if (raw === null) return fallback
+  if (!/^\d+$/.test(raw)) fail(name, `an integer between ${min} and ${max}`, raw)
+  const n = Number(raw)
+  if (n < min || n > max) fail(name, `an integer between ${min} and ${max}`, raw)
+  return n
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 }
+
+/** Byte sizes: `26214400`, `25MiB`, `512k`. Binary units. */
+export function parseSize(raw: string): number | null {
+  const m = /^(\d+)\s*([a-z]*)$/i.exec(raw.trim())
+  if (!m) return null
+  const unit = SIZE_UNITS[(m[2] ?? '').toLowerCase()]
+  return unit === undefined ? null : Number(m[1]) * unit
+}
+
+function size(env: Env, name: string, fallback: number, min: number): number {
+  const raw = optional(env, name)
+  if (raw === null) return fallback
+  const n = parseSize(raw)
+  if (n === null || n < min || !Number.isSafeInteger(n)) fail(name, `a size such as 26214400, 25MiB or 512KiB (at least ${min} bytes)`, raw)
+  return n
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** Durations: `30s`, `500ms`, `5m`, `7d`; a bare number is seconds. */
+export function parseDuration(raw: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(raw.trim())
+  if (!m) return null
+  return Math.round(Number(m[1]) * (DURATION_UNITS[m[2] ?? 's'] ?? 1000))
+}
+
+function duration(env: Env, name: string, fallbackMs: number, minMs: number): number {
+  const raw = optional(env, name)
+  if (raw === null) return fallbackMs
+  const n = parseDuration(raw)
+  if (n === null || n < minMs) fail(name, `a duration such as 30s, 500ms or 5m (at least ${minMs} ms)`, raw)
+  return n
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = optional(env, name)
+  if (raw === null) return fallback
+  if (/^(1|true|yes|on)$/i.test(raw)) return true
+  if (/^(0|false|no|off)$/i.test(raw)) return false
+  fail(name, 'true or false', raw)
+}
+
+function list(env: Env, name: string): string[] {
+  const raw = optional(env, name)
+  if (raw === null) return []
+  return raw.split(',').map((s) => s.trim()).filter((s) => s !== '')
+}
+
+function port(env: Env, name: string, fallback: number): number | null {
+  const raw = optional(env, name)
+  if (raw !== null && /^(off|none|false)$/i.test(raw)) return null
+  return int(env, name, fallback, 0, 65535)
+}
+
+/** CIDR syntax check (address/prefix, IPv4 or IPv6). */
+export function isCidr(value: string): boolean {
+  const [addr, bits, extra] = value.split('/')
+  if (extra !== undefined || addr === undefined) return false
+  const family = isIP(addr)
+  if (family === 0) return false
+  if (bits === undefined) return true
+  if (!/^\d+$/.test(bits)) return false
+  return Number(bits) <= (family === 4 ? 32 : 128)
+}
+
+function cidrs(env: Env, name: string): string[] {
+  const values = list(env, name)
+  for (const v of values) if (!isCidr(v)) fail(name, 'a comma-separated list of CIDRs such as 10.0.0.0/8,fd00::/8', v)
+  return values
+}
+
+function url(env: Env, name: string): string | null {
+  const raw = optional(env, name)
+  if (raw === null) return null
+  let parsed: URL
+  try {
+    parsed = new URL(raw)
+  } catch {
+    fail(name, 'an http(s) URL', raw)
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') fail(name, 'an http(s) URL', raw)
+  return raw
+}
+
+const DOMAIN = /^(\*|(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.?|\[[0-9a-f:.]+\])$/i
+
+function readTokens(env: Env): string[] {
+  const tokens = list(env, 'ADMIN_TOKENS')
+  const file = optional(env, 'ADMIN_TOKENS_FILE')
+  if (file !== null) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      fail('ADMIN_TOKENS_FILE', `a readable file (${(err as Error).message})`, file)
+    }
+    for (const line of text.split(/[\r\n,]+/)) {
+      const t = line.trim()
+      if (t !== '' && !t.startsWith('#')) tokens.push(t)
+    }
+  }
+  for (const t of tokens) {
+    if (t.length < 16 || /\s/.test(t)) fail(file !== null ? 'ADMIN_TOKENS_FILE' : 'ADMIN_TOKENS', 'tokens of at least 16 characters without spaces', '<redacted>')
+  }
+  return tokens
+}
+
+export function loadConfig(env: Env): Config {
+  const role = str(env, 'ROLE', 'all')
+  if (role !== 'all' && role !== 'listener' && role !== 'worker') fail('ROLE', 'one of all, listener, worker', role)
+
+  const lmtpPort = port(env, 'LMTP_PORT', 2424)
+  if (lmtpPort === 25) fail('LMTP_PORT', 'a port other than 25 (RFC 2033 section 5 forbids LMTP on the SMTP port)', '25')
+  const socket = optional(env, 'LMTP_SOCKET')
+  if (lmtpPort === null && socket === null && role !== 'worker') fail('LMTP_PORT', 'a port, or LMTP_SOCKET set when the port is off', 'off')
+
+  const domains = list(env, 'LMTP_DOMAINS').map((d) => d.toLowerCase().replace(/\.$/, ''))
+  for (const d of domains) if (!DOMAIN.test(d)) fail('LMTP_DOMAINS', 'a comma-separated list of domain names, or *', d)
+
+  const logLevel = str(env, 'LOG_LEVEL', 'info')
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) fail('LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent', logLevel)
+
+  const redisUrl = str(env, 'REDIS_URL', 'redis://127.0.0.1:6379')
+  if (!/^(rediss?|unix):/.test(redisUrl)) fail('REDIS_URL', 'a redis://, rediss:// or unix:// URL', redisUrl)
+  const prefix = str(env, 'REDIS_PREFIX', 'lmtp-webhook')
+  if (!/^[\w.-]{1,64}$/.test(prefix)) fail('REDIS_PREFIX', 'letters, digits, dot, dash or underscore (1 to 64)', prefix)
+
+  const adminPort = port(env, 'ADMIN_PORT', 8080)
+  const tokens = readTokens(env)
+  const allowNoAuth = bool(env, 'ADMIN_ALLOW_NO_AUTH', false)
+  if (adminPort !== null && tokens.length === 0 && !allowNoAuth) {
+    fail('ADMIN_TOKENS', 'at least one token (or ADMIN_TOKENS_FILE, or ADMIN_ALLOW_NO_AUTH=true to expose /v1 without auth)', undefined)
+  }
+
+  const config: Config = {
+    role,
+    logLevel,
+    lmtp: {
+      host: str(env, 'LMTP_HOST', '0.0.0.0'),
+      port: lmtpPort,
+      socket,
+      hostname: str(env, 'LMTP_HOSTNAME', hostname()),
+      domains: domains.length === 0 ? ['*'] : domains,
+      maxMessageSize: size(env, 'LMTP_MAX_MESSAGE_SIZE', 25 * 1024 * 1024, 1024),
+      maxRecipients: int(env, 'LMTP_MAX_RECIPIENTS', 1000, 1, 100_000),
+      maxConnections: int(env, 'LMTP_MAX_CONNECTIONS', 1000, 1, 1_000_000),
+      idleTimeoutMs: duration(env, 'LMTP_IDLE_TIMEOUT', 300_000, 100),
+      dataTimeoutMs: duration(env, 'LMTP_DATA_TIMEOUT', 300_000, 100),
+      shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', 25_000, 0),
+    },
+    redis: {
+      url: redisUrl,
+      prefix,
+      allowAcceptWithoutAof: bool(env, 'ALLOW_ACCEPT_WITHOUT_AOF', false),
+    },
+    delivery: {
+      routesFile: optional(env, 'ROUTES_FILE'),
+      workerConcurrency: int(env, 'WORKER_CONCURRENCY', 64, 1, 10_000),
+      replyTimeoutMs: duration(env, 'REPLY_TIMEOUT', 30_000, 10),
+      messageTtlMs: duration(env, 'MESSAGE_TTL', 7 * 86_400_000, 1000),
+      senderCheckUrl: url(env, 'SENDER_CHECK_URL'),
+      webhookTimeoutMs: duration(env, 'WEBHOOK_TIMEOUT', 15_000, 10),
+      connectTimeoutMs: duration(env, 'WEBHOOK_CONNECT_TIMEOUT', 5_000, 10),
+      allowCidrs: cidrs(env, 'WEBHOOK_ALLOW_CIDRS'),
+      denyCidrs: cidrs(env, 'WEBHOOK_DENY_CIDRS'),
+      logRetention: int(env, 'DELIVERY_LOG_MAX', 10_000, 0, 10_000_000),
+      logTtlMs: duration(env, 'DELIVERY_LOG_TTL', 7 * 86_400_000, 1000),
+    },
+    admin: {
+      host: str(env, 'ADMIN_HOST', '0.0.0.0'),
+      port: adminPort,
+      tokens,
+      allowNoAuth,
+    },
+  }
+  return deepFreeze(config)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}
