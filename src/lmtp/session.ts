@@ -1,0 +1,636 @@
+/**
+ * One LMTP connection: the state machine. Commands dispatch through a table; every reply goes
+ * through `formatReply`; input is parsed by `LmtpParser` and replies are batched and flushed
+ * whenever the parser has no complete input left (RFC 2920), so pipelined groups are answered in
+ * order and nothing buffered is lost.
+ */
+import type { Socket } from 'node:net'
+import { Readable } from 'node:stream'
+import { randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import { AppError } from '../errors.js'
+import { LmtpParser, type ParserEvent } from './parser.js'
+import { formatReply, isReplyCode, reply, type Reply } from './reply.js'
+import { decodeXtext, parseMailbox, parseParams, splitPathAndParams } from './address.js'
+import type { BodyType, Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
+import * as R from './replies.js'
+
+export interface SessionOptions {
+  readonly hostname: string
+  /** Lower-cased accepted domains; contains '*' to accept all. */
+  readonly domains: ReadonlySet<string>
+  readonly maxMessageSize: number
+  readonly maxRecipients: number
+  readonly idleTimeoutMs: number
+  readonly dataTimeoutMs: number
+  /** Longest command line accepted, CRLF included. */
+  readonly maxLineLength: number
+  /** Protocol errors tolerated before the connection is closed. */
+  readonly maxErrors: number
+}
+
+export interface SessionObserver {
+  transaction?(envelope: Envelope, replies: readonly Reply[], size: number): void
+}
+
+interface Transaction {
+  readonly sender: Sender
+  readonly recipients: Recipient[]
+  readonly startedAt: number
+  readonly id: string
+  /** Set once the message has started (DATA 354 or the first BDAT). */
+  message: Readable | null
+  pending: Promise<readonly Reply[]> | null
+  /** Octets of message content received so far. */
+  size: number
+  /** Reply that every recipient gets instead of the handler's (size exceeded, ...). */
+  failure: Reply | null
+  /** The handler's promise settled before the data ended: stop feeding the stream. */
+  settled: boolean
+  usedBdat: boolean
+}
+
+type Command = (this: LmtpSession, args: string) => void | Promise<void>
+
+/** Input queued beyond this pauses the socket until the session catches up. */
+const INPUT_HIGH_WATER = 256 * 1024
+const MESSAGE_HIGH_WATER = 64 * 1024
+const XFORWARD_ATTRS = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE'])
+
+let counter = 0
+function newId(): string {
+  counter = (counter + 1) % 0x1000000
+  return randomBytes(4).toString('hex') + counter.toString(16).padStart(6, '0')
+}
+
+export class LmtpSession {
+  readonly id = newId()
+  private readonly parser: LmtpParser
+  private readonly log: Logger
+  private out: string[] = []
+  private pumping = false
+  private closed = false
+  private quitting = false
+  private draining = false
+  private errors = 0
+  private lhlo: string | null = null
+  private xforward: XForward = {}
+  private txn: Transaction | null = null
+  /** During a BDAT chunk the session is reading: the reply to send, or null to stream into the txn. */
+  private bdat: { last: boolean; size: number; reject: Reply | null } | null = null
+  private readResolve: (() => void) | null = null
+  private paused = false
+  private txnCount = 0
+  readonly closedPromise: Promise<void>
+  private resolveClosed!: () => void
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly options: SessionOptions,
+    private readonly handler: LmtpHandler,
+    logger: Logger,
+    private readonly observer: SessionObserver = {},
+  ) {
+    this.parser = new LmtpParser(options.maxLineLength)
+    this.log = logger.child({ session: this.id })
+    this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve))
+    socket.setNoDelay(true)
+    socket.setTimeout(options.idleTimeoutMs)
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('timeout', () => this.onTimeout())
+    socket.on('error', (err) => this.log.debug({ err }, 'socket error'))
+    socket.on('close', () => this.onClose())
+    socket.on('end', () => {
+      // Half-close from the client: answer what is complete, then close.
+      this.quitting = true
+      void this.pump()
+    })
+  }
+
+  get info(): SessionInfo {
+    return {
+      id: this.id,
+      remoteAddress: this.socket.remoteAddress ?? 'unix',
+      remotePort: this.socket.remotePort ?? 0,
+      lhlo: this.lhlo ?? '',
+    }
+  }
+
+  /** True while a mail transaction is open (between MAIL FROM and its final replies). */
+  get inTransaction(): boolean {
+    return this.txn !== null
+  }
+
+  start(): void {
+    this.log.debug({ remote: this.socket.remoteAddress }, 'connection opened')
+    this.socket.write(formatReply(R.greeting(this.options.hostname), false))
+  }
+
+  /**
+   * Graceful close: an idle session gets 421 now; a session inside a transaction gets it once the
+   * transaction has ended.
+   */
+  drain(): void {
+    this.draining = true
+    if (!this.txn && !this.pumping && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
+  }
+
+  /** Ends the session at once with a 421 (deadline passed). */
+  forceClose(r: Reply = R.shuttingDown(this.options.hostname)): void {
+    this.closeWith(r)
+    this.socket.destroySoon()
+  }
+
+  // ---------------------------------------------------------------- input
+
+  private onData(chunk: Buffer): void {
+    if (this.closed || this.quitting) return
+    this.parser.push(chunk)
+    if (this.parser.buffered > INPUT_HIGH_WATER && !this.paused) {
+      this.paused = true
+      this.socket.pause()
+    }
+    void this.pump()
+  }
+
+  private onTimeout(): void {
+    if (this.pumping) return // waiting on our own handler, not on the client
+    this.log.info({ mode: this.parser.currentMode }, 'idle timeout')
+    this.abortMessage('timeout')
+    this.closeWith(R.idleTimeout(this.options.hostname))
+    this.socket.destroySoon()
+  }
+
+  private onClose(): void {
+    this.closed = true
+    this.abortMessage('disconnect')
+    this.parser.clear()
+    this.log.debug({ transactions: this.txnCount }, 'connection closed')
+    this.resolveClosed()
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      for (;;) {
+        if (this.closed) return
+        const event = this.parser.next()
+        if (event === null) break
+        const pending = this.dispatch(event)
+        if (pending !== undefined) {
+          this.flush()
+          await pending
+        }
+        if (this.paused && this.parser.buffered < INPUT_HIGH_WATER / 2) {
+          this.paused = false
+          this.socket.resume()
+        }
+      }
+      this.flush()
+      if (this.quitting && !this.closed) this.socket.end()
+      else if (this.draining && !this.txn && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
+      else this.socket.setTimeout(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
+    } catch (err) {
+      this.log.error({ err }, 'session failed')
+      this.forceClose(R.localError())
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  private dispatch(event: ParserEvent): void | Promise<void> {
+    switch (event.type) {
+      case 'line':
+        return this.onLine(event.line, event.bareLf)
+      case 'too-long':
+        return this.protocolError(R.lineTooLong())
+      case 'data':
+        return this.onMessageChunk(event.chunk)
+      case 'end':
+        return this.onMessageEnd()
+    }
+  }
+
+  private send(r: Reply, withEnhanced = true): void {
+    this.out.push(formatReply(r, withEnhanced))
+  }
+
+  private flush(): void {
+    if (this.out.length === 0 || this.closed) return
+    this.socket.write(this.out.length === 1 ? this.out[0]! : this.out.join(''))
+    this.out = []
+  }
+
+  private closeWith(r: Reply): void {
+    if (this.closed) return
+    this.send(r)
+    this.flush()
+    this.closed = true
+    this.parser.clear()
+    this.socket.end()
+  }
+
+  private protocolError(r: Reply): void {
+    this.send(r)
+    if (++this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  private onLine(raw: Buffer, bareLf: boolean): void | Promise<void> {
+    if (bareLf) return this.protocolError(R.bareLf())
+    // NUL, bare CR and other control characters are never valid in a command line.
+    for (let i = 0; i < raw.length; i++) {
+      const c = raw[i]!
+      if ((c < 0x20 && c !== 0x09) || c === 0x7f) return this.protocolError(R.controlCharacters())
+    }
+    const line = raw.toString('utf8')
+    if (line.includes('\ufffd')) return this.protocolError(R.invalidUtf8())
+    const space = line.indexOf(' ')
+    const verb = (space === -1 ? line : line.slice(0, space)).toUpperCase()
+    const args = space === -1 ? '' : line.slice(space + 1)
+    const command = COMMANDS[verb]
+    if (command === undefined) return this.protocolError(verb === '' ? R.emptyCommand() : R.unknownCommand())
+    return command.call(this, args)
+  }
+
+  /** @internal command table entries */
+  lhloCommand(args: string): void {
+    const name = args.trim()
+    if (name === '' || /\s/.test(name)) return this.protocolError(R.lhloSyntax())
+    this.resetTransaction()
+    this.xforward = {}
+    this.lhlo = name
+    const o = this.options
+    this.send(
+      reply(250, undefined, [
+        o.hostname,
+        'PIPELINING',
+        'ENHANCEDSTATUSCODES',
+        '8BITMIME',
+        `SIZE ${o.maxMessageSize}`,
+        'SMTPUTF8',
+        'CHUNKING',
+        'BINARYMIME',
+        'XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE',
+      ]),
+      false,
+    )
+  }
+
+  heloCommand(): void {
+    this.protocolError(R.useLhlo())
+  }
+
+  mailCommand(args: string): void | Promise<void> {
+    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
+    if (this.txn) return this.protocolError(R.nestedMail())
+    const m = /^FROM:(.*)$/i.exec(args)
+    const split = m ? splitPathAndParams(m[1]!) : null
+    if (!split) return this.protocolError(R.mailSyntax())
+    const params = parseParams(split.params)
+    if (!params) return this.protocolError(R.paramSyntax())
+    let size: number | undefined
+    let body: BodyType | undefined
+    let smtputf8 = false
+    const seen = new Set<string>()
+    for (const p of params) {
+      if (seen.has(p.key)) return this.protocolError(R.paramSyntax())
+      seen.add(p.key)
+      if (p.key === 'SIZE') {
+        if (p.value === undefined || !/^\d{1,20}$/.test(p.value)) return this.protocolError(R.paramSyntax())
+        size = Number(p.value)
+        if (size > this.options.maxMessageSize) return this.send(R.tooBig(this.options.maxMessageSize))
+      } else if (p.key === 'BODY') {
+        const v = p.value?.toUpperCase()
+        if (v !== '7BIT' && v !== '8BITMIME' && v !== 'BINARYMIME') return this.protocolError(R.paramSyntax())
+        body = v
+      } else if (p.key === 'SMTPUTF8') {
+        if (p.value !== undefined) return this.protocolError(R.paramSyntax())
+        smtputf8 = true
+      } else {
+        return this.protocolError(R.unknownParam(p.key))
+      }
+    }
+    const path = parseMailbox(split.path, true)
+    if (path === 'address' || path === 'syntax') return this.send(R.badSender())
+    if (!path.ascii && !smtputf8) return this.send(R.needSmtputf8())
+    const sender: Sender = { address: path.address, size, body, smtputf8 }
+    const accept = (): void => {
+      this.txn = {
+        sender,
+        recipients: [],
+        startedAt: Date.now(),
+        id: newId(),
+        message: null,
+        pending: null,
+        size: 0,
+        failure: null,
+        settled: false,
+        usedBdat: false,
+      }
+      this.send(R.senderOk(path.address))
+    }
+    if (!this.handler.sender) return accept()
+    return this.verdict(
+      () => this.handler.sender!(sender, this.info, this.xforward),
+      (r) => (r === undefined || r.code < 300 ? accept() : this.send(r)),
+    )
+  }
+
+  rcptCommand(args: string): void | Promise<void> {
+    const txn = this.txn
+    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
+    if (txn.message) return this.protocolError(R.badSequence())
+    const m = /^TO:(.*)$/i.exec(args)
+    const split = m ? splitPathAndParams(m[1]!) : null
+    if (!split) return this.protocolError(R.rcptSyntax())
+    const params = parseParams(split.params)
+    if (!params) return this.protocolError(R.paramSyntax())
+    if (params.length > 0) return this.protocolError(R.unknownParam(params[0]!.key))
+    const path = parseMailbox(split.path, false)
+    if (path === 'address' || path === 'syntax') return this.send(R.badRecipient())
+    if (!path.ascii && !txn.sender.smtputf8) return this.send(R.needSmtputf8())
+    if (path.domain !== '' && !this.options.domains.has('*') && !this.options.domains.has(path.domain)) {
+      return this.send(R.domainNotAccepted(path.domain))
+    }
+    if (txn.recipients.length >= this.options.maxRecipients) return this.send(R.tooManyRecipients())
+    const accept = (context?: unknown, r?: Reply): void => {
+      if (this.txn !== txn) return
+      txn.recipients.push({ address: path.address, domain: path.domain, index: txn.recipients.length, context })
+      this.send(r ?? R.recipientOk(path.address))
+    }
+    if (!this.handler.recipient) return accept()
+    return this.verdict(
+      () => this.handler.recipient!({ address: path.address, domain: path.domain }, txn.sender, this.info),
+      (v) => {
+        const r = v?.reply
+        if (r === undefined || r.code < 300) accept(v?.context, r)
+        else this.send(r)
+      },
+      (v) => v?.reply,
+    )
+  }
+
+  dataCommand(args: string): void {
+    const txn = this.txn
+    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
+    if (args.trim() !== '') return this.protocolError(R.noArguments())
+    if (txn.usedBdat) return this.protocolError(R.badSequence())
+    if (txn.recipients.length === 0) return this.protocolError(R.noRecipients())
+    if (txn.sender.body === 'BINARYMIME') return this.protocolError(R.binaryNeedsBdat())
+    this.send(R.startData(), false)
+    this.parser.startData()
+    this.socket.setTimeout(this.options.dataTimeoutMs)
+    this.beginMessage(txn)
+  }
+
+  bdatCommand(args: string): void {
+    const m = /^(\d{1,15})(?: +(LAST))? *$/i.exec(args)
+    if (!m) {
+      // Without a size the chunk cannot be skipped: the session would lose sync, so close it.
+      this.send(R.bdatSyntax())
+      return this.closeWith(R.closingOutOfSync(this.options.hostname))
+    }
+    const size = Number(m[1])
+    const last = m[2] !== undefined
+    const txn = this.txn
+    let rejectWith: Reply | null = null
+    if (!txn) rejectWith = this.lhlo === null ? R.lhloFirst() : R.needMail()
+    else if (txn.recipients.length === 0) rejectWith = R.noRecipients()
+    else if (txn.message && !txn.usedBdat) rejectWith = R.badSequence()
+    this.bdat = { last, size, reject: rejectWith }
+    this.parser.startBdat(size)
+    if (rejectWith) {
+      this.errors++
+      return
+    }
+    this.socket.setTimeout(this.options.dataTimeoutMs)
+    if (!txn!.message) {
+      txn!.usedBdat = true
+      this.beginMessage(txn!)
+    }
+  }
+
+  rsetCommand(args: string): void {
+    if (args.trim() !== '') return this.protocolError(R.noArguments())
+    this.resetTransaction()
+    this.xforward = {}
+    this.send(R.ok())
+    if (this.draining) this.closeWith(R.shuttingDown(this.options.hostname))
+  }
+
+  noopCommand(): void {
+    this.send(R.ok())
+  }
+
+  vrfyCommand(args: string): void {
+    if (args.trim() === '') return this.protocolError(R.vrfySyntax())
+    this.send(R.cannotVrfy())
+  }
+
+  helpCommand(): void {
+    this.send(R.help())
+  }
+
+  quitCommand(): void {
+    this.abortMessage('quit')
+    this.txn = null
+    this.send(R.bye(this.options.hostname))
+    this.flush()
+    this.quitting = true
+    this.closed = true
+    this.parser.clear()
+    this.socket.end()
+  }
+
+  xforwardCommand(args: string): void {
+    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
+    if (this.txn) return this.protocolError(R.badSequence())
+    const tokens = args.split(' ').filter((t) => t !== '')
+    if (tokens.length === 0) return this.protocolError(R.xforwardSyntax())
+    const update: XForward = {}
+    for (const t of tokens) {
+      const eq = t.indexOf('=')
+      const key = eq === -1 ? '' : t.slice(0, eq).toUpperCase()
+      if (!XFORWARD_ATTRS.has(key)) return this.protocolError(R.xforwardSyntax())
+      const decoded = decodeXtext(t.slice(eq + 1))
+      if (decoded === null) return this.protocolError(R.xforwardSyntax())
+      const value = decoded === '[UNAVAILABLE]' || decoded === '[TEMPUNAVAIL]' ? undefined : decoded.slice(0, 255)
+      update[key.toLowerCase() as keyof XForward] = value
+    }
+    this.xforward = { ...this.xforward, ...update }
+    this.send(R.ok())
+  }
+
+  // ---------------------------------------------------------------- message
+
+  private beginMessage(txn: Transaction): void {
+    const message = new Readable({
+      highWaterMark: MESSAGE_HIGH_WATER,
+      read: () => {
+        const resolve = this.readResolve
+        this.readResolve = null
+        resolve?.()
+      },
+    })
+    // The handler may stop listening early; an error on the stream must never crash the process.
+    message.on('error', () => {})
+    txn.message = message
+    const envelope = this.envelope(txn)
+    txn.pending = Promise.resolve()
+      .then(() => this.handler.data(envelope, message))
+      .finally(() => {
+        txn.settled = true
+        const resolve = this.readResolve
+        this.readResolve = null
+        resolve?.()
+      })
+    // Never an unhandled rejection: the outcome is read at the end of the data.
+    txn.pending.catch(() => {})
+  }
+
+  private envelope(txn: Transaction): Envelope {
+    return {
+      id: txn.id,
+      session: this.info,
+      sender: txn.sender,
+      recipients: txn.recipients,
+      xforward: this.xforward,
+      startedAt: txn.startedAt,
+    }
+  }
+
+  private onMessageChunk(chunk: Buffer): void | Promise<void> {
+    const txn = this.txn
+    if (this.bdat?.reject || !txn) return // a rejected BDAT chunk: read and dropped
+    txn.size += chunk.length
+    if (txn.failure) return
+    if (txn.size > this.options.maxMessageSize) {
+      txn.failure = R.tooBig(this.options.maxMessageSize)
+      txn.message?.destroy(new AppError('LMTP_ERR_SIZE'))
+      return
+    }
+    const message = txn.message
+    if (!message || txn.settled || message.destroyed) return
+    if (!message.push(chunk)) {
+      return new Promise<void>((resolve) => (this.readResolve = resolve))
+    }
+  }
+
+  private async onMessageEnd(): Promise<void> {
+    const bdat = this.bdat
+    this.bdat = null
+    const txn = this.txn
+    if (bdat?.reject) {
+      this.send(bdat.reject)
+      if (this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
+      return
+    }
+    if (!txn) return
+    if (bdat && !bdat.last) {
+      this.send(txn.failure ?? R.chunkOk(bdat.size))
+      return
+    }
+    this.socket.setTimeout(0)
+    const message = txn.message
+    if (message && !message.destroyed && !txn.failure) message.push(null)
+    let replies: readonly Reply[]
+    let outcome: readonly Reply[] | undefined
+    try {
+      outcome = await txn.pending!
+    } catch (err) {
+      if (!txn.failure) this.log.error({ err, txn: txn.id }, 'data handler failed')
+    }
+    if (txn.failure) {
+      replies = txn.recipients.map(() => txn.failure!)
+    } else {
+      replies = this.checkReplies(outcome, txn.recipients.length, txn.id)
+    }
+    for (const r of replies) this.send(r)
+    this.txnCount++
+    this.observer.transaction?.(this.envelope(txn), replies, txn.size)
+    this.txn = null
+    this.xforward = {}
+    if (this.draining) this.closeWith(R.shuttingDown(this.options.hostname))
+  }
+
+  /** One valid final reply per recipient, whatever the handler returned. */
+  private checkReplies(outcome: readonly Reply[] | undefined, count: number, txnId: string): Reply[] {
+    if (outcome === undefined) return Array.from({ length: count }, () => R.localError())
+    if (!Array.isArray(outcome) || outcome.length !== count) {
+      this.log.error({ txn: txnId, expected: count, got: Array.isArray(outcome) ? outcome.length : typeof outcome }, 'data handler returned the wrong number of replies')
+    }
+    const replies: Reply[] = []
+    for (let i = 0; i < count; i++) {
+      const r = Array.isArray(outcome) ? (outcome[i] as Reply | undefined) : undefined
+      if (r && isReplyCode(r.code) && (typeof r.text === 'string' || Array.isArray(r.text))) replies.push(r)
+      else {
+        if (r !== undefined) this.log.error({ txn: txnId, index: i }, 'data handler returned an invalid reply')
+        replies.push(R.localError())
+      }
+    }
+    return replies
+  }
+
+  private abortMessage(reason: string): void {
+    const txn = this.txn
+    const message = txn?.message
+    if (message && !message.destroyed && !message.readableEnded) {
+      message.destroy(new AppError('LMTP_ERR_ABORTED', `Transaction aborted: ${reason}`))
+    }
+    const resolve = this.readResolve
+    this.readResolve = null
+    resolve?.()
+  }
+
+  private resetTransaction(): void {
+    if (this.txn) this.abortMessage('reset')
+    this.txn = null
+  }
+
+  /**
+   * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
+   * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
+   */
+  private verdict<T>(call: () => T | Promise<T>, apply: (v: T | undefined) => void, pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined): void | Promise<void> {
+    const check = (v: T): void => {
+      const r = v === undefined || v === null ? undefined : pick(v)
+      if (r !== undefined && (!isReplyCode(r.code) || (typeof r.text !== 'string' && !Array.isArray(r.text)))) {
+        this.log.error({ code: r.code }, 'handler returned an invalid reply')
+        this.send(R.localError())
+        return
+      }
+      apply(v)
+    }
+    const fail = (err: unknown): void => {
+      this.log.error({ err }, 'handler failed')
+      this.send(R.localError())
+    }
+    let result: T | Promise<T>
+    try {
+      result = call()
+    } catch (err) {
+      return fail(err)
+    }
+    if (result instanceof Promise) return result.then(check, fail)
+    check(result)
+  }
+}
+
+const COMMANDS: Record<string, Command> = {
+  LHLO: LmtpSession.prototype.lhloCommand,
+  HELO: LmtpSession.prototype.heloCommand,
+  EHLO: LmtpSession.prototype.heloCommand,
+  MAIL: LmtpSession.prototype.mailCommand,
+  RCPT: LmtpSession.prototype.rcptCommand,
+  DATA: LmtpSession.prototype.dataCommand,
+  BDAT: LmtpSession.prototype.bdatCommand,
+  RSET: LmtpSession.prototype.rsetCommand,
+  NOOP: LmtpSession.prototype.noopCommand,
+  VRFY: LmtpSession.prototype.vrfyCommand,
+  HELP: LmtpSession.prototype.helpCommand,
+  QUIT: LmtpSession.prototype.quitCommand,
+  XFORWARD: LmtpSession.prototype.xforwardCommand,
+}
