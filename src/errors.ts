@@ -17,6 +17,7 @@ export const ErrorCodes = {
   HOOK_ERR_TIMEOUT: 'Webhook attempt exceeded its deadline',
   HOOK_ERR_CONNECT: 'Webhook connection failed',
   HOOK_ERR_RESPONSE_TOO_LARGE: 'Webhook response body exceeded the cap',
+  HOOK_ERR_ABORTED: 'Webhook attempt was cancelled by the caller',
   QUEUE_ERR_MESSAGE_GONE: 'Stored message expired or was removed',
   QUEUE_ERR_NOT_DURABLE: 'Redis could not make the write durable',
   ADMIN_ERR_UNAUTHORIZED: 'Missing or invalid bearer token',
