@@ -1,0 +1,202 @@
+/**
+ * Wires the parts together and returns something that starts and closes. Tests build this; the
+ * process entry point (main.ts) only adds the environment, the logger and signals.
+ */
+import { Redis } from 'ioredis'
+import type { Worker, Queue } from 'bullmq'
+import type { Logger } from 'pino'
+import type { Config } from './config.js'
+import { AppError } from './errors.js'
+import { LmtpServer, type ServerObserver } from './lmtp/server.js'
+import { RouteStore } from './routing/store.js'
+import { loadRoutesFile } from './routing/file.js'
+import type { Route } from './routing/schema.js'
+import { WebhookClient } from './delivery/http.js'
+import { ResultChannel } from './delivery/results.js'
+import { TransactionStore } from './delivery/messages.js'
+import { createQueue, createWorker, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
+import { DeliveryPipeline, type PipelineObserver } from './delivery/pipeline.js'
+import { createProcessor, type AttemptRecord } from './delivery/worker.js'
+import { probeDurability, type Durability } from './delivery/durability.js'
+import { buildAdminServer, type AdminServer } from './admin/server.js'
+
+export interface AppHooks {
+  /** Extra observers (metrics, tests). */
+  readonly lmtp?: ServerObserver
+  readonly pipeline?: PipelineObserver
+  readonly attempt?: (record: AttemptRecord) => void
+}
+
+export interface StartedApp {
+  readonly lmtpPort: number | null
+  readonly lmtpSocket: string | null
+  readonly adminPort: number | null
+}
+
+export interface App {
+  start(): Promise<StartedApp>
+  close(): Promise<void>
+  readonly routes: RouteStore
+  readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>
+  readonly durability: Durability
+  /** True from start() until close() begins. */
+  readonly ready: boolean
+}
+
+function redisClient(url: string, log: Logger, blocking: boolean): Redis {
+  const client = new Redis(url, {
+    // Commands of the LMTP path must fail (and the session answer 451) rather than wait forever;
+    // BullMQ's blocking worker connection must wait.
+    maxRetriesPerRequest: blocking ? null : 2,
+    enableAutoPipelining: !blocking,
+    lazyConnect: true,
+  })
+  client.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
+  return client
+}
+
+export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
+  const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile) : []
+  const redis = redisClient(config.redis.url, log, false)
+  const workerRedis = redisClient(config.redis.url, log, true)
+  const closers: (() => Promise<unknown>)[] = []
+  const closeAll = async (): Promise<void> => {
+    for (const close of closers.reverse()) await close().catch((err: unknown) => log.warn({ err }, 'error while closing'))
+    closers.length = 0
+  }
+  try {
+    await redis.connect()
+    closers.push(() => redis.quit())
+    await workerRedis.connect()
+    closers.push(() => workerRedis.quit())
+
+    const durability = await probeDurability(redis)
+    const checkAccept = (route: Route): void => {
+      if (route.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
+        throw new AppError(
+          'CONFIG_ERR_INVALID',
+          `route "${route.id}": mode accept needs Redis with AOF and WAITAOF (Redis >= 7.2) or appendfsync always; this Redis ${durability.version} has ${durability.aof ? 'AOF without either' : 'no AOF'}. Set ALLOW_ACCEPT_WITHOUT_AOF=true to accept mail anyway.`,
+          { route: route.id, variable: 'ALLOW_ACCEPT_WITHOUT_AOF' },
+        )
+      }
+    }
+    for (const r of fileRoutes) checkAccept(r)
+
+    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }) })
+    closers.push(() => routes.close())
+    for (const r of routes.list()) if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
+      log.warn({ route: r.id }, 'accept-mode route on a Redis that is not durable')
+    }
+
+    const hasListener = config.role !== 'worker'
+    const hasWorker = config.role !== 'listener'
+    const channel = await ResultChannel.open(redis, config.redis.prefix, log.child({ part: 'results' }), hasListener)
+    closers.push(() => channel.close())
+    const client = new WebhookClient({
+      guard: { allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs },
+      connectTimeoutMs: config.delivery.connectTimeoutMs,
+    })
+    closers.push(() => client.close())
+    const store = new TransactionStore(redis, config.redis.prefix)
+    const queue = createQueue(redis, config.redis.prefix)
+    closers.push(() => queue.close())
+
+    let worker: Worker<DeliveryJobData, DeliveryJobReturn> | null = null
+    const abortJobs = new AbortController()
+    if (hasWorker) {
+      const processor = createProcessor({
+        routes,
+        store,
+        client,
+        channel,
+        webhookTimeoutMs: config.delivery.webhookTimeoutMs,
+        log: log.child({ part: 'worker' }),
+        onAttempt: hooks.attempt,
+        signal: abortJobs.signal,
+      })
+      worker = createWorker(workerRedis, config.redis.prefix, config.delivery.workerConcurrency, processor, (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000)
+      worker.on('error', (err) => log.warn({ err }, 'worker error'))
+    }
+
+    let lmtp: LmtpServer | null = null
+    if (hasListener) {
+      const pipeline = new DeliveryPipeline(
+        routes,
+        queue,
+        redis,
+        store,
+        channel,
+        client,
+        durability,
+        {
+          replyTimeoutMs: config.delivery.replyTimeoutMs,
+          messageTtlMs: config.delivery.messageTtlMs,
+          senderCheckUrl: config.delivery.senderCheckUrl,
+          checkTimeoutMs: Math.min(config.delivery.webhookTimeoutMs, 10_000),
+          allowAcceptWithoutAof: config.redis.allowAcceptWithoutAof,
+        },
+        log.child({ part: 'pipeline' }),
+        hooks.pipeline,
+      )
+      lmtp = new LmtpServer(config.lmtp, pipeline, log.child({ part: 'lmtp' }), hooks.lmtp)
+    }
+
+    let ready = false
+    let admin: AdminServer | null = null
+    const app: App = {
+      routes,
+      queue,
+      durability,
+      get ready() {
+        return ready
+      },
+      async start() {
+        let lmtpPort: number | null = null
+        let lmtpSocket: string | null = null
+        if (lmtp) {
+          if (config.lmtp.port !== null) lmtpPort = (await lmtp.listen({ host: config.lmtp.host, port: config.lmtp.port })) as number
+          if (config.lmtp.socket !== null) lmtpSocket = (await lmtp.listen({ path: config.lmtp.socket })) as string
+        }
+        if (worker) void worker.run().catch((err: unknown) => log.error({ err }, 'worker stopped'))
+        let adminPort: number | null = null
+        if (config.admin.port !== null) {
+          admin = await buildAdminServer({
+            config,
+            log: log.child({ part: 'admin' }),
+            routes,
+            queue,
+            health: {
+              ready: () => ready,
+              redis: () => redis.status === 'ready',
+              lmtp: () => lmtp === null || lmtp.listening,
+            },
+          })
+          adminPort = await admin.listen(config.admin.host, config.admin.port)
+        }
+        ready = true
+        return { lmtpPort, lmtpSocket, adminPort }
+      },
+      async close() {
+        ready = false
+        const deadline = config.lmtp.shutdownTimeoutMs
+        // Sessions finish their transactions while the worker still runs their jobs.
+        if (lmtp) await lmtp.close(deadline)
+        if (worker) {
+          const closing = worker.close()
+          const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), Math.max(1000, deadline)).unref())
+          if ((await Promise.race([closing.then(() => 'done' as const), timer])) === 'timeout') {
+            log.warn('jobs still running at the shutdown deadline: aborting their attempts')
+            abortJobs.abort()
+            await closing
+          }
+        }
+        if (admin) await admin.close()
+        await closeAll()
+      },
+    }
+    return app
+  } catch (err) {
+    await closeAll()
+    throw err
+  }
+}

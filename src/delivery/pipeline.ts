@@ -1,0 +1,158 @@
+/**
+ * The LMTP handler of the product: the seed's three callbacks, each turned into HTTP through the
+ * queue. RCPT looks the route up in memory (no Redis round trip); the end of the data stores the
+ * message once, adds one job per recipient in one round trip, and waits for each first attempt
+ * through the result channel up to the reply timeout.
+ */
+import { createHash } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import type { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Envelope, LmtpHandler, RecipientVerdict, Sender, SessionInfo, Verdict, XForward } from '../lmtp/types.js'
+import { reply, type Reply } from '../lmtp/reply.js'
+import type { Route } from '../routing/schema.js'
+import { deriveWebhookId } from './signing.js'
+import { jobOptions, type DeliveryJobData, type DeliveryJobReturn } from './queue.js'
+import type { ResultChannel, DeliveryResult } from './results.js'
+import type { TransactionStore } from './messages.js'
+import { waitDurable, type Durability } from './durability.js'
+import { messageParts, type StoredEnvelope } from './request.js'
+import { envelopeInfo } from './payload.js'
+import type { WebhookClient } from './http.js'
+import { decideReply } from './outcome.js'
+
+export interface PipelineOptions {
+  readonly replyTimeoutMs: number
+  readonly messageTtlMs: number
+  readonly senderCheckUrl: string | null
+  readonly checkTimeoutMs: number
+  readonly allowAcceptWithoutAof: boolean
+}
+
+export interface RouteLookup {
+  lookup(address: string): Route | undefined
+}
+
+export interface PipelineObserver {
+  recipientReply?(reply: Reply, mode: Route['mode'], timedOut: boolean): void
+}
+
+export const queuedReply = (rcpt: string): Reply => reply(250, '2.0.0', `<${rcpt}> queued for delivery`)
+export const deferReply = (): Reply => reply(451, '4.3.0', 'Delivery not confirmed in time, try again later')
+export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
+
+async function collect(message: Readable): Promise<Buffer> {
+  const parts: Buffer[] = []
+  let size = 0
+  for await (const chunk of message) {
+    parts.push(chunk as Buffer)
+    size += (chunk as Buffer).length
+  }
+  return Buffer.concat(parts, size)
+}
+
+export class DeliveryPipeline implements LmtpHandler {
+  constructor(
+    private readonly routes: RouteLookup,
+    private readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>,
+    private readonly redis: Redis,
+    private readonly store: TransactionStore,
+    private readonly channel: ResultChannel,
+    private readonly client: WebhookClient,
+    private readonly durability: Durability,
+    private readonly options: PipelineOptions,
+    private readonly log: Logger,
+    private readonly observer: PipelineObserver = {},
+  ) {}
+
+  async sender(sender: Sender, session: SessionInfo, xforward: Readonly<XForward>): Promise<Verdict> {
+    const url = this.options.senderCheckUrl
+    if (url === null) return undefined
+    const body = JSON.stringify({ type: 'sender-check', mailFrom: sender.address, lhlo: session.lhlo, clientAddress: session.remoteAddress, xforward })
+    const result = await this.client.attempt({ url, headers: { 'content-type': 'application/json' }, body, deadlineMs: this.options.checkTimeoutMs })
+    const decision = decideReply(result, undefined, sender.address === '' ? '<>' : sender.address)
+    if (decision.outcome === 'delivered') return undefined
+    if (decision.outcome === 'temporary') return reply(451, '4.3.0', 'Sender check unavailable, try again later')
+    return decision.reply.code === 550 && decision.reply.enhanced === '5.1.1' ? reply(550, '5.1.8', 'Sender address rejected') : decision.reply
+  }
+
+  recipient(rcpt: { address: string; domain: string }): RecipientVerdict | Promise<RecipientVerdict> {
+    const route = this.routes.lookup(rcpt.address)
+    if (!route) return { reply: noRouteReply(rcpt.address) }
+    if (route.recipientCheckUrl === undefined) return { context: route }
+    return this.checkRecipient(rcpt.address, route)
+  }
+
+  private async checkRecipient(address: string, route: Route): Promise<RecipientVerdict> {
+    const body = JSON.stringify({ type: 'recipient-check', rcptTo: address, route: route.id })
+    const result = await this.client.attempt({
+      url: route.recipientCheckUrl!,
+      headers: { 'content-type': 'application/json', ...route.headers },
+      body,
+      deadlineMs: this.options.checkTimeoutMs,
+    })
+    const decision = decideReply(result, route, address)
+    if (decision.outcome === 'delivered') return { context: route }
+    if (decision.outcome === 'temporary') return { reply: reply(451, '4.3.0', 'Recipient check unavailable, try again later') }
+    return { reply: decision.reply }
+  }
+
+  async data(envelope: Envelope, message: Readable): Promise<readonly Reply[]> {
+    const raw = await collect(message)
+    const started = Date.now()
+    const sha256 = createHash('sha256').update(raw).digest('hex')
+    const routes = envelope.recipients.map((r) => r.context as Route)
+    const stored: StoredEnvelope = {
+      ...envelopeInfo(envelope),
+      size: raw.length,
+      receivedAt: new Date(envelope.startedAt).toISOString(),
+      sha256,
+    }
+    const anyAccept = routes.some((r) => r.mode === 'accept')
+    const parts = await messageParts(raw, routes)
+    // Defer-only transactions are removed once answered; the TTL is the safety net.
+    const ttl = anyAccept ? this.options.messageTtlMs : Math.max(this.options.replyTimeoutMs * 4, 300_000)
+    await this.store.save(envelope.id, raw, stored, parts, ttl)
+
+    const replyBy = started + this.options.replyTimeoutMs
+    const ids = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
+    const unique = new Map<string, number>()
+    ids.forEach((id, i) => unique.has(id) || unique.set(id, i))
+    const uniqueIds = [...unique.keys()]
+    const wait = this.channel.expect(uniqueIds)
+    await this.queue.addBulk(
+      [...unique.values()].map((i) => {
+        const route = routes[i]!
+        const data: DeliveryJobData = {
+          txn: envelope.id,
+          rcpt: envelope.recipients[i]!.address,
+          route: route.id,
+          mode: route.mode,
+          replyTo: this.channel.address,
+          replyBy,
+        }
+        return { name: route.id, data, opts: jobOptions(ids[i]!, route) }
+      }),
+    )
+    if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
+      await waitDurable(this.redis, this.durability, Math.max(1000, replyBy - Date.now()))
+    }
+    const results = await wait(Math.max(0, replyBy - Date.now()))
+    const byId = new Map<string, DeliveryResult | null>(uniqueIds.map((id, k) => [id, results[k] ?? null]))
+    const replies = envelope.recipients.map((r, i) => {
+      const result = byId.get(ids[i]!) ?? null
+      const mode = routes[i]!.mode
+      let out: Reply
+      if (result === null) out = mode === 'accept' ? queuedReply(r.address) : deferReply()
+      else if (result.outcome === 'temporary' && mode === 'accept') out = queuedReply(r.address)
+      else out = result.reply
+      this.observer.recipientReply?.(out, mode, result === null)
+      return out
+    })
+    if (!anyAccept && results.every((r) => r !== null)) {
+      this.store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
+    }
+    return replies
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The delivery processor: one job = one webhook attempt for one recipient. It loads the stored
+ * transaction (one HMGET), builds and signs the request, makes one attempt, maps the answer to the
+ * recipient's LMTP reply, and sends that reply to the waiting session after the first attempt.
+ */
+import { UnrecoverableError } from 'bullmq'
+import type { Logger } from 'pino'
+import { reply } from '../lmtp/reply.js'
+import type { Route } from '../routing/schema.js'
+import type { WebhookClient } from './http.js'
+import type { TransactionStore } from './messages.js'
+import { RetryableDeliveryError, type DeliveryJob, type DeliveryJobReturn } from './queue.js'
+import type { ResultChannel, Outcome } from './results.js'
+import { buildRequest, requiredFields } from './request.js'
+import { decideReply } from './outcome.js'
+
+export interface AttemptRecord {
+  readonly jobId: string
+  readonly txn: string
+  readonly rcpt: string
+  readonly route: string
+  readonly mode: Route['mode']
+  readonly attempt: number
+  readonly status: number | undefined
+  readonly error: string | undefined
+  readonly durationMs: number
+  readonly outcome: Outcome
+  readonly reply: string
+  readonly responseSnippet: string
+  /** No further attempt will be made (delivered, rejected, defer mode, or out of attempts). */
+  readonly final: boolean
+}
+
+export interface ProcessorDeps {
+  readonly routes: { get(id: string): Route | undefined }
+  readonly store: TransactionStore
+  readonly client: WebhookClient
+  readonly channel: ResultChannel
+  readonly webhookTimeoutMs: number
+  readonly log: Logger
+  readonly onAttempt?: ((record: AttemptRecord) => void) | undefined
+  /** Aborted when shutdown gives up waiting for jobs in flight. */
+  readonly signal?: AbortSignal
+}
+
+const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
+
+export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Promise<DeliveryJobReturn> {
+  return async (job) => {
+    const d = job.data
+    const jobId = job.id!
+    const first = job.attemptsMade === 0
+    const log = deps.log.child({ job: jobId, txn: d.txn, rcpt: d.rcpt, route: d.route })
+    if (d.mode === 'defer' && Date.now() > d.replyBy) {
+      // The session has answered 451 already and the MTA will deliver again: an attempt now
+      // could only duplicate that later delivery.
+      log.debug('defer-mode job started after its reply deadline: skipped')
+      return { outcome: 'skipped' }
+    }
+    const route = deps.routes.get(d.route)
+    const fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
+    if (!route || fields.some((f) => f === null)) {
+      const what = !route ? 'Route was removed' : 'Stored message expired'
+      log.warn(what)
+      if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' })
+      if (d.mode === 'accept') throw new UnrecoverableError(what)
+      return { outcome: 'temporary' }
+    }
+    const request = buildRequest(route, fields, d.rcpt, jobId)
+    const result = await deps.client.attempt({ url: route.url, headers: request.headers, body: request.body, deadlineMs: route.timeoutMs ?? deps.webhookTimeoutMs, signal: deps.signal })
+    const decision = decideReply(result, route, d.rcpt)
+    const attempt = job.attemptsMade + 1
+    const lastAttempt = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
+    const final = decision.outcome !== 'temporary' || lastAttempt
+    log.info({ attempt, status: result.status, error: result.error?.code, durationMs: result.durationMs, outcome: decision.outcome }, 'webhook attempt')
+    deps.onAttempt?.({
+      jobId,
+      txn: d.txn,
+      rcpt: d.rcpt,
+      route: d.route,
+      mode: d.mode,
+      attempt,
+      status: result.status,
+      error: result.error?.code,
+      durationMs: result.durationMs,
+      outcome: decision.outcome,
+      reply: `${decision.reply.code} ${decision.reply.enhanced ?? ''}`.trim(),
+      responseSnippet: result.bodySnippet,
+      final,
+    })
+    const answeredInTime = Date.now() <= d.replyBy
+    if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status })
+    if (d.mode === 'accept') {
+      if (decision.outcome === 'temporary') throw new RetryableDeliveryError(`webhook answered ${result.status ?? result.error?.code}`, result.retryAfterMs)
+      // A permanent refusal after the MTA was told "queued" is a dead letter; one the MTA heard itself is done.
+      if (decision.outcome === 'rejected' && !(first && answeredInTime)) throw new UnrecoverableError(`webhook rejected with ${result.status}`)
+    }
+    return { outcome: decision.outcome, status: result.status }
+  }
+}

@@ -1,0 +1,110 @@
+/** Test helpers: the whole app against the real Redis, and webhook receivers on ephemeral ports. */
+import http from 'node:http'
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { pino } from 'pino'
+import { loadConfig } from '../../src/config.js'
+import { buildApp, type App, type AppHooks, type StartedApp } from '../../src/app.js'
+
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+export interface Hook {
+  url: string
+  requests: { headers: http.IncomingHttpHeaders; body: Buffer; at: number }[]
+  close(): Promise<void>
+}
+
+export type HookBehaviour = (req: http.IncomingMessage, body: Buffer, res: http.ServerResponse, n: number) => void
+
+/** A webhook receiver on 127.0.0.1 that records requests and answers as `behave` says. */
+export async function webhook(t: { teardown: (fn: () => unknown) => void }, behave: HookBehaviour | number): Promise<Hook> {
+  const requests: Hook['requests'] = []
+  const server = http.createServer((req, res) => {
+    const parts: Buffer[] = []
+    req.on('data', (c: Buffer) => parts.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(parts)
+      requests.push({ headers: req.headers, body, at: Date.now() })
+      if (typeof behave === 'number') {
+        res.statusCode = behave
+        res.end()
+      } else behave(req, body, res, requests.length)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
+  const address = server.address() as { port: number }
+  const hook: Hook = {
+    url: `http://127.0.0.1:${address.port}/hook`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+  t.teardown(() => hook.close())
+  return hook
+}
+
+export function prefix(): string {
+  return `test-${randomBytes(5).toString('hex')}`
+}
+
+/** Deletes every key under the prefix. */
+export async function cleanRedis(p: string, url = REDIS_URL): Promise<void> {
+  const redis = new Redis(url)
+  let cursor = '0'
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${p}:*`, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) await redis.del(...keys)
+  } while (cursor !== '0')
+  await redis.quit()
+}
+
+export interface TestApp extends StartedApp {
+  app: App
+  prefix: string
+}
+
+export function routesFile(t: { teardown: (fn: () => unknown) => void }, yaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'lmtp-webhook-test-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'routes.yaml')
+  writeFileSync(file, yaml)
+  return file
+}
+
+export async function startApp(
+  t: { teardown: (fn: () => unknown) => void },
+  env: Record<string, string>,
+  hooks: AppHooks = {},
+  options: { prefix?: string; clean?: boolean } = {},
+): Promise<TestApp> {
+  const p = options.prefix ?? prefix()
+  const config = loadConfig({
+    REDIS_URL,
+    REDIS_PREFIX: p,
+    LMTP_HOST: '127.0.0.1',
+    LMTP_PORT: '0',
+    LMTP_HOSTNAME: 'lmtp.test',
+    LMTP_DOMAINS: 'example.com',
+    ADMIN_PORT: 'off',
+    REPLY_TIMEOUT: '3s',
+    SHUTDOWN_TIMEOUT: '2s',
+    LOG_LEVEL: 'silent',
+    ...env,
+  })
+  const app = await buildApp(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), hooks)
+  const started = await app.start()
+  let closed = false
+  t.teardown(async () => {
+    if (!closed) await app.close()
+    closed = true
+    if (options.clean !== false) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
+  })
+  return { ...started, app, prefix: p }
+}
