@@ -1,0 +1,220 @@
+/**
+ * The Helm chart without helm: values.schema.json accepts values.yaml and rejects bad values
+ * naming the field, non-template files parse, templates only reference values that exist, and
+ * the environment the chart sets is one src/config.ts accepts with the values it was given.
+ */
+import t, { type Test } from 'tap'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Ajv, type ErrorObject } from 'ajv'
+import { parse as parseYaml } from 'yaml'
+import { loadConfig } from '../../src/config.js'
+import { CHART, ROOT, chartEnvironment, chartValues, configVariables, listFiles, valueAt, withOverrides, type Values } from './helpers.js'
+
+const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8')) as object
+const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true })
+const validate = ajv.compile(schema)
+const values = chartValues()
+const templateDir = join(CHART, 'templates')
+const templates = readdirSync(templateDir).map((name) => ({ name, text: readFileSync(join(templateDir, name), 'utf8') }))
+
+function errorsOf(candidate: unknown): ErrorObject[] {
+  return validate(candidate) ? [] : [...(validate.errors ?? [])]
+}
+
+t.test('values.schema.json is draft-07 and accepts values.yaml', async (t) => {
+  t.equal((schema as { $schema?: string }).$schema, 'http://json-schema.org/draft-07/schema#')
+  t.same(errorsOf(values), [])
+})
+
+t.test('values.schema.json rejects bad values and names the field', async (t) => {
+  const cases: Array<[string, Values, string]> = [
+    ['unknown role', { role: 'both' }, '/role'],
+    ['negative replica count', { replicaCount: -1 }, '/replicaCount'],
+    ['typo in a top-level key', { replicas: 3 }, ''],
+    ['redis over http', { redis: { url: 'http://redis:6379' } }, '/redis/url'],
+    ['short admin token', { adminTokens: ['short'] }, '/adminTokens/0'],
+    ['duration with words', { config: { lmtp: { idleTimeout: '5 minutes' } } }, '/config/lmtp/idleTimeout'],
+    ['reply timeout as a string', { config: { delivery: { replyTimeoutSeconds: '30s' } } }, '/config/delivery/replyTimeoutSeconds'],
+    ['message size with an unknown unit', { config: { lmtp: { maxMessageSize: '25 parsecs' } } }, '/config/lmtp/maxMessageSize'],
+    ['port out of range', { containerPorts: { lmtp: 70000 } }, '/containerPorts/lmtp'],
+    ['root user', { podSecurityContext: { runAsNonRoot: true, runAsUser: 0 } }, '/podSecurityContext/runAsUser'],
+    ['privilege escalation', { securityContext: { allowPrivilegeEscalation: true } }, '/securityContext/allowPrivilegeEscalation'],
+    ['capabilities not dropped', { securityContext: { capabilities: { drop: ['NET_RAW'] } } }, '/securityContext/capabilities/drop'],
+    ['route without url', { routes: [{ id: 'a', match: '*@example.com' }] }, '/routes/0'],
+    ['route secret without whsec_', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', secret: 'hunter2' }] }, '/routes/0/secret'],
+    ['route mode', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', mode: 'maybe' }] }, '/routes/0/mode'],
+    ['route url scheme', { routes: [{ id: 'a', match: '*', url: 'ftp://h.example/x' }] }, '/routes/0/url'],
+    ['CIDR list entry', { config: { delivery: { allowCidrs: ['internal network'] } } }, '/config/delivery/allowCidrs/0'],
+    ['log level', { config: { logLevel: 'verbose' } }, '/config/logLevel'],
+  ]
+  for (const [what, override, path] of cases) {
+    const errors = errorsOf(withOverrides(values, override))
+    t.ok(errors.length > 0, `${what} is rejected`)
+    t.ok(errors.some((e) => e.instancePath === path), `${what}: an error names ${path || 'the root'} (got ${errors.map((e) => `${e.instancePath} ${e.message}`).join('; ')})`)
+  }
+})
+
+t.test('values.schema.json accepts a realistic production override', async (t) => {
+  const production = withOverrides(values, {
+    role: 'listener',
+    redis: { url: 'rediss://:pw@redis.example.internal:6380/0', prefix: 'mail-prod' },
+    adminTokens: ['0123456789abcdef0123'],
+    routes: [{ id: 'support', match: '*@support.example.com', url: 'https://hooks.example.com/mail', secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], mode: 'accept', timeout: '20s', headers: { 'x-tenant': 'support' } }],
+    config: { lmtp: { domains: ['example.com', 'support.example.com'], maxMessageSize: '50MiB' }, delivery: { denyCidrs: ['10.0.0.0/8', 'fd00::/8'] } },
+    autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 12 },
+    podDisruptionBudget: { enabled: true, maxUnavailable: '25%' },
+    terminationGracePeriodSeconds: 120,
+  })
+  t.same(errorsOf(production), [])
+})
+
+t.test('every non-template file of the chart parses', async (t) => {
+  const files = listFiles(CHART).filter((f) => !f.includes('/templates/'))
+  t.ok(files.includes('helm/lmtp-webhook/Chart.yaml'))
+  for (const file of files) {
+    const text = readFileSync(join(ROOT, file), 'utf8')
+    if (file.endsWith('.yaml') || file.endsWith('.yml')) t.doesNotThrow(() => parseYaml(text), `${file} is YAML`)
+    else if (file.endsWith('.json')) t.doesNotThrow(() => JSON.parse(text), `${file} is JSON`)
+  }
+  const chart = parseYaml(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as Record<string, unknown>
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+  t.equal(chart.apiVersion, 'v2')
+  t.equal(chart.name, 'lmtp-webhook', 'chart name is its directory name')
+  t.match(chart.version, /^\d+\.\d+\.\d+(-[\w.]+)?$/, 'chart version is SemVer')
+  t.equal(chart.appVersion, pkg.version, 'appVersion is the package version (the default image tag)')
+})
+
+t.test('every .Values path used in templates exists in values.yaml', async (t) => {
+  let count = 0
+  for (const { name, text } of templates) {
+    for (const m of text.matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) {
+      count++
+      t.doesNotThrow(() => valueAt(values, (m[1] ?? '').slice(1)), `${name}: .Values${m[1]}`)
+    }
+  }
+  t.ok(count > 50, `templates reference values (${count} references)`)
+})
+
+t.test('template actions are balanced and includes are defined', async (t) => {
+  const defined = new Set<string>()
+  for (const { text } of templates) for (const m of text.matchAll(/\{\{-?\s*define\s+"([^"]+)"/g)) defined.add(m[1] ?? '')
+  for (const { name, text } of templates) {
+    const actions = [...text.replace(/\{\{-?\s*\/\*[\s\S]*?\*\/\s*-?\}\}/g, '').matchAll(/\{\{-?\s*(\w+)?/g)].map((m) => m[1])
+    let depth = 0
+    let lowest = 0
+    for (const action of actions) {
+      if (action === 'if' || action === 'with' || action === 'range' || action === 'define' || action === 'block') depth++
+      if (action === 'end') depth--
+      lowest = Math.min(lowest, depth)
+    }
+    t.equal(depth, 0, `${name}: every if/with/range/define has its end`)
+    t.equal(lowest, 0, `${name}: no end before its opening action`)
+    t.equal((text.match(/\{\{/g) ?? []).length, (text.match(/\}\}/g) ?? []).length, `${name}: {{ and }} pair up`)
+    for (const m of text.matchAll(/include\s+"([^"]+)"/g)) t.ok(defined.has(m[1] ?? ''), `${name}: include "${m[1]}" is defined`)
+  }
+})
+
+t.test('the Deployment carries the probes, hardening and shutdown budget', async (t) => {
+  const deployment = templates.find((f) => f.name === 'deployment.yaml')?.text ?? ''
+  t.match(deployment, /livenessProbe:\n\s+httpGet:\n\s+path: \/healthz\n\s+port: admin/)
+  t.match(deployment, /readinessProbe:\n\s+httpGet:\n\s+path: \/readyz\n\s+port: admin/)
+  t.match(deployment, /- name: tmp\n\s+mountPath: \/tmp/)
+  t.match(deployment, /preStop:/)
+  t.match(deployment, /terminationGracePeriodSeconds: \{\{ include "lmtp-webhook.terminationGracePeriodSeconds"/)
+  const helpers = templates.find((f) => f.name === '_helpers.tpl')?.text ?? ''
+  const grace = /define "lmtp-webhook.terminationGracePeriodSeconds"[\s\S]*?\{\{- end \}\}\n\{\{- end \}\}/.exec(helpers)?.[0] ?? ''
+  for (const part of ['preStopSleepSeconds', 'config.delivery.replyTimeoutSeconds', 'config.shutdownTimeoutSeconds']) {
+    t.ok(grace.includes(`.Values.${part}`), `the grace period adds ${part}`)
+  }
+  const pod = values.podSecurityContext as Record<string, unknown>
+  const container = values.securityContext as Record<string, unknown>
+  t.equal(pod.runAsNonRoot, true)
+  t.equal(container.readOnlyRootFilesystem, true)
+  t.equal(container.allowPrivilegeEscalation, false)
+  t.same((container.capabilities as { drop: string[] }).drop, ['ALL'])
+  t.same(container.seccompProfile, { type: 'RuntimeDefault' })
+})
+
+t.test('optional objects are off by default', async (t) => {
+  for (const key of ['autoscaling', 'podDisruptionBudget', 'serviceMonitor', 'networkPolicy']) {
+    t.equal((values[key] as { enabled: boolean }).enabled, false, `${key}.enabled is false`)
+  }
+})
+
+t.test('the chart sets only variables src/config.ts reads', async (t) => {
+  const known = configVariables()
+  t.ok(known.has('REDIS_URL') && known.has('ROLE'), 'config.ts variables are found')
+  const { env, fromSecret } = chartEnvironment(values)
+  for (const name of [...Object.keys(env), ...fromSecret]) {
+    if (name === 'TMPDIR') continue
+    t.ok(known.has(name), `${name} is read by src/config.ts`)
+  }
+})
+
+/** Files the chart's Secret would mount, written where the test can read them. */
+function mountSecret(t: Test, vals: Values): { env: Record<string, string>; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'chart-secret-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'admin-tokens'), (vals.adminTokens as string[]).join('\n'))
+  writeFileSync(join(dir, 'routes.yaml'), JSON.stringify({ routes: vals.routes }))
+  const { env, fromSecret } = chartEnvironment(vals)
+  t.same(fromSecret, ['REDIS_URL'], 'only REDIS_URL comes from the Secret as a variable')
+  const out: Record<string, string> = { REDIS_URL: String(valueAt(vals, 'redis.url')) }
+  for (const [name, value] of Object.entries(env)) out[name] = value.replace('/etc/lmtp-webhook/secret', dir)
+  return { env: out, dir }
+}
+
+t.test('the default values give a configuration src/config.ts accepts', async (t) => {
+  const vals = withOverrides(values, { adminTokens: ['0123456789abcdef0123'] })
+  const { env, dir } = mountSecret(t, vals)
+  const config = loadConfig(env)
+  t.equal(config.role, 'all')
+  t.equal(config.lmtp.port, 2424)
+  t.equal(config.admin.port, 8080)
+  t.equal(config.redis.url, 'redis://redis-master:6379')
+  t.equal(config.redis.prefix, 'lmtp-webhook')
+  t.same(config.admin.tokens, ['0123456789abcdef0123'], 'tokens are read from ADMIN_TOKENS_FILE')
+  t.equal(config.delivery.routesFile, join(dir, 'routes.yaml'))
+  t.equal(config.delivery.replyTimeoutMs, 30_000)
+  t.equal(config.lmtp.shutdownTimeoutMs, 25_000)
+  t.equal(config.lmtp.maxMessageSize, 25 * 1024 * 1024)
+  t.same(config.lmtp.domains, ['*'], 'no domains: all accepted')
+  t.not(config.lmtp.hostname, '', 'an empty hostname falls back to the pod name')
+})
+
+t.test('overridden values reach the configuration', async (t) => {
+  const vals = withOverrides(values, {
+    role: 'worker',
+    adminTokens: ['0123456789abcdef0123', 'fedcba9876543210fedc'],
+    redis: { url: 'rediss://redis.example.internal:6380', prefix: 'mail-prod' },
+    containerPorts: { lmtp: 2525, admin: 9090 },
+    config: {
+      logLevel: 'debug',
+      lmtp: { hostname: 'lmtp.example.com', domains: ['example.com', 'example.org'], maxMessageSize: '50MiB', maxConnections: 250, idleTimeout: '90s' },
+      delivery: { workerConcurrency: 8, replyTimeoutSeconds: 45, denyCidrs: ['10.0.0.0/8', 'fd00::/8'], senderCheckUrl: 'https://hooks.example.com/sender', allowAcceptWithoutAof: true },
+      shutdownTimeoutSeconds: 60,
+    },
+  })
+  t.same(errorsOf(vals), [])
+  const config = loadConfig(mountSecret(t, vals).env)
+  t.equal(config.role, 'worker')
+  t.equal(config.logLevel, 'debug')
+  t.equal(config.redis.url, 'rediss://redis.example.internal:6380')
+  t.equal(config.redis.prefix, 'mail-prod')
+  t.equal(config.lmtp.port, 2525)
+  t.equal(config.admin.port, 9090)
+  t.equal(config.lmtp.hostname, 'lmtp.example.com')
+  t.same(config.lmtp.domains, ['example.com', 'example.org'])
+  t.equal(config.lmtp.maxMessageSize, 50 * 1024 * 1024)
+  t.equal(config.lmtp.maxConnections, 250)
+  t.equal(config.lmtp.idleTimeoutMs, 90_000)
+  t.equal(config.delivery.workerConcurrency, 8)
+  t.equal(config.delivery.replyTimeoutMs, 45_000)
+  t.equal(config.lmtp.shutdownTimeoutMs, 60_000)
+  t.same(config.delivery.denyCidrs, ['10.0.0.0/8', 'fd00::/8'])
+  t.equal(config.delivery.senderCheckUrl, 'https://hooks.example.com/sender')
+  t.equal(config.redis.allowAcceptWithoutAof, true)
+  t.same(config.admin.tokens, ['0123456789abcdef0123', 'fedcba9876543210fedc'])
+})
