@@ -11,4 +11,8 @@ export default tseslint.config(
       'no-control-regex': 'off',
     },
   },
+  {
+    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    rules: { '@typescript-eslint/no-explicit-any': 'off' },
+  },
 )
