@@ -140,7 +140,11 @@ export class WebhookClient {
       timedOut = true
       deadline.abort(new AppError('HOOK_ERR_TIMEOUT', `webhook attempt exceeded its ${request.deadlineMs} ms deadline`))
     }, request.deadlineMs)
-    const signal = request.signal ? AbortSignal.any([deadline.signal, request.signal]) : deadline.signal
+    // the caller's signal (often one per process, for shutdown) is forwarded, never combined, so
+    // nothing of this attempt stays attached to it afterwards
+    const onCallerAbort = (): void => deadline.abort(request.signal?.reason)
+    request.signal?.addEventListener('abort', onCallerAbort, { once: true })
+    const signal = deadline.signal
 
     let status: number | undefined
     let headers: IncomingHttpHeaders = {}
@@ -171,7 +175,7 @@ export class WebhookClient {
         return fail('HOOK_ERR_CONNECT', 'invalid webhook URL')
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') return fail('HOOK_ERR_CONNECT', `unsupported URL scheme ${url.protocol}`)
-      if (signal.aborted) return failure(signal.reason)
+      if (request.signal?.aborted) return failure(request.signal.reason)
 
       const options: Dispatcher.RequestOptions & { maxRedirections: 0 } = {
         origin: url.origin,
@@ -229,6 +233,7 @@ export class WebhookClient {
       return failure(err)
     } finally {
       clearTimeout(timer)
+      request.signal?.removeEventListener('abort', onCallerAbort)
     }
   }
 

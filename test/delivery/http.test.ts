@@ -229,3 +229,10 @@ t.test('a URL that is not http(s) is a result, not an exception', async (t) => {
   t.equal(result.error?.code, 'HOOK_ERR_CONNECT')
   t.match(result.error?.message, /ftp:/)
 })
+
+t.test('an already aborted signal sends nothing', async (t) => {
+  const srv = await startServer(t, (_req, res) => res.end())
+  const result = await client(t).attempt({ url: srv.url, headers: {}, body: 'x', deadlineMs: 10_000, signal: AbortSignal.abort() })
+  t.equal(result.error?.code, 'HOOK_ERR_ABORTED')
+  t.equal(srv.received.length, 0)
+})
