@@ -47,10 +47,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "lmtp-webhook.fullname" .) .Values.existingSecret }}
 {{- end }}
 
-{{/* Seconds Kubernetes waits after SIGTERM: the preStop sleep, one reply timeout, the drain, a margin. */}}
+{{/*
+Seconds Kubernetes waits after SIGTERM before SIGKILL: the preStop sleep; the LMTP drain, where a
+session may still be waiting out its reply timeout (cut at the shutdown timeout); the workers'
+drain (shutdown timeout again); a 5 s margin. The process itself gives up at twice the shutdown
+timeout plus 5 s, so this never kills it first.
+*/}}
 {{- define "lmtp-webhook.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add .Values.preStopSleepSeconds .Values.config.delivery.replyTimeoutSeconds .Values.config.shutdownTimeoutSeconds 5 }}
+{{- $reply := int .Values.config.delivery.replyTimeoutSeconds }}
+{{- $shutdown := int .Values.config.shutdownTimeoutSeconds }}
+{{- add (int .Values.preStopSleepSeconds) (max $reply $shutdown) $shutdown 5 }}
 {{- else }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- end }}
