@@ -203,8 +203,10 @@ export function loadConfig(env: Env): Config {
   const logLevel = str(env, 'LOG_LEVEL', 'info')
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) fail('LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent', logLevel)
 
-  const redisUrl = str(env, 'REDIS_URL', 'redis://127.0.0.1:6379')
-  if (!/^(rediss?|unix):/.test(redisUrl)) fail('REDIS_URL', 'a redis://, rediss:// or unix:// URL', redisUrl)
+  let redisUrl = str(env, 'REDIS_URL', 'redis://127.0.0.1:6379')
+  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redisUrl)) fail('REDIS_URL', 'a redis://, rediss:// or unix:///path URL', redisUrl)
+  // ioredis takes a unix socket as a bare path (query options such as ?db=1 kept).
+  if (redisUrl.startsWith('unix://')) redisUrl = redisUrl.slice('unix://'.length)
   const prefix = str(env, 'REDIS_PREFIX', 'lmtp-webhook')
   if (!/^[\w.-]{1,64}$/.test(prefix)) fail('REDIS_PREFIX', 'letters, digits, dot, dash or underscore (1 to 64)', prefix)
 

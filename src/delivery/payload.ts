@@ -272,10 +272,18 @@ function rawBase64(raw: Buffer): Buffer {
  */
 export function buildJsonBody(parsed: ParsedMessage, envelope: EnvelopeInfo, recipient: PayloadRecipient, route: PayloadRoute, raw?: Buffer): Buffer {
   if (route.format === 'raw') throw new TypeError('format: the raw format has no JSON body; send the raw message with rawRequestHeaders()')
-  if (route.format === 'json+raw' && raw === undefined) throw new TypeError('raw: required for the json+raw format')
+  return spliceJsonBody(messageJson(parsed, route.maxInlineAttachmentBytes), parsed.size, envelope, recipient, route.format, raw)
+}
+
+/**
+ * The same body from the `message` object already serialised (`messageJson`), as stored for the
+ * workers: only the recipient's own parts are written, the rest is spliced in.
+ */
+export function spliceJsonBody(message: Buffer, size: number, envelope: EnvelopeInfo, recipient: PayloadRecipient, format: 'json' | 'json+raw', raw?: Buffer): Buffer {
+  if (format === 'json+raw' && raw === undefined) throw new TypeError('raw: required for the json+raw format')
   const head = `{"id":${JSON.stringify(recipient.webhookId)},"envelope":{"mailFrom":${JSON.stringify(envelope.mailFrom)},"rcptTo":${JSON.stringify(recipient.address)},`
-  const parts = [Buffer.from(head), envelopeRest(envelope), Buffer.from('},"message":'), messageJson(parsed, route.maxInlineAttachmentBytes), Buffer.from(`,"size":${parsed.size}`)]
-  if (route.format === 'json+raw' && raw !== undefined) parts.push(Buffer.from(',"raw":'), rawBase64(raw))
+  const parts = [Buffer.from(head), envelopeRest(envelope), Buffer.from('},"message":'), message, Buffer.from(`,"size":${size}`)]
+  if (format === 'json+raw' && raw !== undefined) parts.push(Buffer.from(',"raw":'), rawBase64(raw))
   parts.push(Buffer.from('}'))
   return Buffer.concat(parts)
 }

@@ -13,7 +13,7 @@ import type { Envelope, LmtpHandler, RecipientVerdict, Sender, SessionInfo, Verd
 import { reply, type Reply } from '../lmtp/reply.js'
 import type { Route } from '../routing/schema.js'
 import { deriveWebhookId } from './signing.js'
-import { jobOptions, type DeliveryJobData, type DeliveryJobReturn } from './queue.js'
+import { jobId, jobOptions, type DeliveryJobData, type DeliveryJobReturn } from './queue.js'
 import type { ResultChannel, DeliveryResult } from './results.js'
 import type { TransactionStore } from './messages.js'
 import { waitDurable, type Durability } from './durability.js'
@@ -116,7 +116,8 @@ export class DeliveryPipeline implements LmtpHandler {
     await this.store.save(envelope.id, raw, stored, parts, ttl)
 
     const replyBy = started + this.options.replyTimeoutMs
-    const ids = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
+    const webhookIds = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
+    const ids = webhookIds.map((id, i) => jobId(id, envelope.id, routes[i]!.mode))
     const unique = new Map<string, number>()
     ids.forEach((id, i) => unique.has(id) || unique.set(id, i))
     const uniqueIds = [...unique.keys()]
@@ -125,6 +126,7 @@ export class DeliveryPipeline implements LmtpHandler {
       [...unique.values()].map((i) => {
         const route = routes[i]!
         const data: DeliveryJobData = {
+          webhookId: webhookIds[i]!,
           txn: envelope.id,
           rcpt: envelope.recipients[i]!.address,
           route: route.id,

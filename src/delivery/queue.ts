@@ -1,6 +1,12 @@
 /**
  * The delivery queue on BullMQ. One job per accepted recipient; job data is references plus small
- * metadata, never the message. Job ids are the webhook ids (message + recipient + route).
+ * metadata, never the message.
+ *
+ * Job ids: in accept mode the job id is the webhook id (message + recipient + route), so an MTA
+ * redelivery of mail already queued here cannot queue it twice. In defer mode the job belongs to
+ * one LMTP transaction (`<webhook id>.<transaction id>`): a job left behind by a crashed process, or
+ * still running after its session answered 451, must not swallow the MTA's next attempt. The
+ * webhook id sent to the consumer is the deterministic one in both modes.
  */
 import { Queue, Worker, type Job, type JobsOptions, type Processor } from 'bullmq'
 import type { Redis } from 'ioredis'
@@ -9,6 +15,8 @@ import type { Route } from '../routing/schema.js'
 export const QUEUE_NAME = 'deliveries'
 
 export interface DeliveryJobData {
+  /** The webhook id: the same for the same message, recipient and route. */
+  readonly webhookId: string
   /** Transaction id: the key of the stored message and envelope. */
   readonly txn: string
   /** Recipient address as accepted at RCPT. */
@@ -37,6 +45,10 @@ export class RetryableDeliveryError extends Error {
     super(message)
     this.name = 'RetryableDeliveryError'
   }
+}
+
+export function jobId(webhookId: string, txnId: string, mode: Route['mode']): string {
+  return mode === 'accept' ? webhookId : `${webhookId}.${txnId}`
 }
 
 export function jobOptions(jobId: string, route: Route): JobsOptions {

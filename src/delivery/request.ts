@@ -5,7 +5,7 @@
  */
 import type { Route } from '../routing/schema.js'
 import { parseSecret, webhookHeaders } from './signing.js'
-import { messageJson, parseMessage, rawRequestHeaders, type EnvelopeInfo } from './payload.js'
+import { messageJson, parseMessage, rawRequestHeaders, spliceJsonBody, type EnvelopeInfo } from './payload.js'
 import { AppError } from '../errors.js'
 
 export interface StoredEnvelope extends EnvelopeInfo {
@@ -55,11 +55,7 @@ export function buildRequest(route: Route, fields: readonly (Buffer | null)[], r
     body = fields[1]!
     contentHeaders = rawRequestHeaders(envelope, { address: rcpt, webhookId })
   } else {
-    const head = `{"id":${JSON.stringify(webhookId)},"route":${JSON.stringify(route.id)},"envelope":{"mailFrom":${JSON.stringify(envelope.mailFrom)},"rcptTo":${JSON.stringify(rcpt)},"recipients":${JSON.stringify(envelope.recipients)},"lhlo":${JSON.stringify(envelope.lhlo)},"clientAddress":${JSON.stringify(envelope.clientAddress)},"xforward":${JSON.stringify(envelope.xforward)},"receivedAt":${JSON.stringify(envelope.receivedAt)}},"message":`
-    const pieces = [Buffer.from(head), fields[1]!, Buffer.from(`,"size":${envelope.size}`)]
-    if (route.format === 'json+raw') pieces.push(Buffer.from(`,"raw":"${fields[2]!.toString('base64')}"`))
-    pieces.push(Buffer.from('}'))
-    body = Buffer.concat(pieces)
+    body = spliceJsonBody(fields[1]!, envelope.size, envelope, { address: rcpt, webhookId }, route.format, fields[2] ?? undefined)
     contentHeaders = { 'content-type': 'application/json' }
   }
   const signed = webhookHeaders(secretKeys(route), webhookId, body)

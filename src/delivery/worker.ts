@@ -66,7 +66,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
       if (d.mode === 'accept') throw new UnrecoverableError(what)
       return { outcome: 'temporary' }
     }
-    const request = buildRequest(route, fields, d.rcpt, jobId)
+    const request = buildRequest(route, fields, d.rcpt, d.webhookId)
     const result = await deps.client.attempt({ url: route.url, headers: request.headers, body: request.body, deadlineMs: route.timeoutMs ?? deps.webhookTimeoutMs, signal: deps.signal })
     const decision = decideReply(result, route, d.rcpt)
     const attempt = job.attemptsMade + 1

@@ -1,8 +1,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Ajv2020 } from 'ajv/dist/2020.js'
-import addFormatsModule from 'ajv-formats'
+import { ajv, validatePayload } from '../helpers/schema.js'
 import { WebhookClient } from '../../src/delivery/http.js'
 import {
   buildJsonBody,
@@ -22,11 +21,7 @@ import { startServer } from './helpers.js'
 const fixture = (name: string): Buffer => readFileSync(new URL(`../fixtures/${name}`, import.meta.url))
 const FIXTURES = ['multipart-attachments.eml', 'non-ascii-subject.eml', 'html-only.eml', 'empty-body.eml']
 
-// ajv-formats is CommonJS: its plugin is the default export at run time, `.default` for the type checker
-const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (ajv: Ajv2020) => void
-const ajv = new Ajv2020({ allErrors: true, strict: true })
-addFormats(ajv)
-const validate = ajv.compile(JSON.parse(readFileSync(new URL('../../openapi/webhook-payload.schema.json', import.meta.url), 'utf8')) as object)
+const validate = validatePayload
 
 const envelope: EnvelopeInfo = {
   mailFrom: 'alice@example.org',

@@ -2,6 +2,7 @@ import t from 'tap'
 import { Webhook } from 'standardwebhooks'
 import { converse, codes } from '../helpers/lmtp.js'
 import { routesFile, startApp, webhook } from '../helpers/app.js'
+import { ajv, validatePayload } from '../helpers/schema.js'
 
 const SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64')
 
@@ -56,6 +57,7 @@ t.test('each recipient gets its own reply from its own webhook, in RCPT order', 
     'webhook-timestamp': req.headers['webhook-timestamp'] as string,
     'webhook-signature': req.headers['webhook-signature'] as string,
   }) as Record<string, any>
+  t.ok(validatePayload(payload), `the delivered body matches openapi/webhook-payload.schema.json: ${ajv.errorsText(validatePayload.errors)}`)
   t.equal(payload.envelope.rcptTo, 'ok@example.com')
   t.equal(payload.envelope.mailFrom, 'sender@x.test')
   t.strictSame(payload.envelope.recipients, ['ok@example.com', 'unavailable@example.com', 'missing@example.com', 'big@example.com', 'hang@example.com', 'ok@example.com'])

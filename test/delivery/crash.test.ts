@@ -1,0 +1,48 @@
+import t from 'tap'
+import net from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cleanRedis, prefix, REDIS_URL, routesFile, webhook } from '../helpers/app.js'
+import { startService } from '../helpers/process.js'
+import { converse } from '../helpers/lmtp.js'
+
+const TXN = 'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: crash\r\nMessage-ID: <crash@x.test>\r\n\r\nbody\r\n.\r\nQUIT\r\n'
+
+t.test('killing the process while a webhook call is in flight never leaves a 250 behind (defer mode)', async (t) => {
+  const p = prefix()
+  t.teardown(() => cleanRedis(p))
+  let answer = false
+  const hook = await webhook(t, (_req, _body, res) => {
+    if (answer) res.end()
+    // otherwise: hang, as a slow consumer would
+  })
+  const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}" }\n`)
+  const env = { REDIS_URL, REDIS_PREFIX: p, ROUTES_FILE: file, LMTP_DOMAINS: 'example.com', REPLY_TIMEOUT: '20s' }
+  const first = await startService(t, env)
+
+  // The MTA's side of the first attempt: read everything until the connection drops.
+  const socket = net.connect({ port: first.lmtpPort, host: '127.0.0.1' })
+  let received = ''
+  socket.on('data', (c: Buffer) => (received += c.toString()))
+  socket.on('error', () => {})
+  const closed = new Promise<void>((r) => socket.on('close', () => r()))
+  socket.write(TXN)
+  for (let i = 0; i < 200 && hook.requests.length < 2; i++) await sleep(50)
+  t.equal(hook.requests.length, 2, 'both webhook calls are in flight')
+  first.child.kill('SIGKILL')
+  await first.exited
+  await closed
+  const afterData = received.split('\r\n').slice(received.split('\r\n').findIndex((l) => l.startsWith('354')) + 1)
+  t.notOk(afterData.some((l) => l.startsWith('250')), `no recipient got a 250: ${JSON.stringify(afterData)}`)
+
+  // The MTA tries again once the service is back and the webhook answers.
+  answer = true
+  const idsBefore = hook.requests.map((r) => r.headers['webhook-id'])
+  const second = await startService(t, env)
+  const out = await converse(second.lmtpPort, TXN)
+  t.match(out, /250 2\.0\.0 <a@example\.com> delivered\r\n250 2\.0\.0 <b@example\.com> delivered\r\n221/)
+  const redelivered = hook.requests.slice(2).map((r) => r.headers['webhook-id'])
+  t.ok(redelivered.length >= 2)
+  t.ok(idsBefore.every((id) => redelivered.includes(id)), 'the redelivery carries the same webhook ids, so the consumer can tell')
+  second.child.kill('SIGTERM')
+  t.equal(await second.exited, 0, 'SIGTERM ends the process cleanly')
+})

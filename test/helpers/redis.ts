@@ -1,0 +1,26 @@
+/** A private redis-server on a unix socket in a temp dir, for tests that need persistence settings. */
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+export interface PrivateRedis {
+  url: string
+  dir: string
+}
+
+export async function privateRedis(t: { teardown: (fn: () => unknown) => void }, args: string[]): Promise<PrivateRedis> {
+  const dir = mkdtempSync(join(tmpdir(), 'lmtp-webhook-redis-'))
+  const sock = join(dir, 'redis.sock')
+  const child = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, ...args], { stdio: 'ignore' })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  t.teardown(async () => {
+    child.kill('SIGKILL')
+    await exited
+    rmSync(dir, { recursive: true, force: true })
+  })
+  for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50)
+  if (!existsSync(sock)) throw new Error('redis-server did not start (is it installed?)')
+  return { url: `unix://${sock}`, dir }
+}
