@@ -10,6 +10,8 @@ import { join } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import { loadConfig } from '../../src/config.js'
+import { parseRoutesFile } from '../../src/routing/file.js'
+import { RouteDefinitionSchema } from '../../src/routing/schema.js'
 import { CHART, ROOT, chartEnvironment, chartValues, configVariables, listFiles, valueAt, withOverrides, type Values } from './helpers.js'
 
 const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8')) as object
@@ -68,6 +70,22 @@ t.test('values.schema.json accepts a realistic production override', async (t) =
     terminationGracePeriodSeconds: 120,
   })
   t.same(errorsOf(production), [])
+})
+
+t.test('routes the schema accepts are routes the service accepts', async (t) => {
+  const routeSchema = (schema as { properties: { routes: { items: { properties: object; required: string[] } } } }).properties.routes.items
+  const known = Object.keys(RouteDefinitionSchema.properties)
+  for (const key of Object.keys(routeSchema.properties)) t.ok(known.includes(key), `routes[].${key} is a route field`)
+  t.same([...routeSchema.required].sort(), [...(RouteDefinitionSchema.required ?? [])].sort(), 'the same fields are required')
+  const routes = [
+    { id: 'support', match: '*@support.example.com', url: 'https://hooks.example.com/mail', secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], mode: 'accept', timeout: '20s', headers: { 'x-tenant': 'support' } },
+    { id: 'sales', match: 'sales@example.com', url: 'http://sales.internal:8080/in', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' },
+  ]
+  t.same(errorsOf(withOverrides(values, { routes })), [])
+  // the Secret renders `dict "routes" .Values.routes | toYaml`
+  const parsed = parseRoutesFile(JSON.stringify({ routes }), 'routes.yaml')
+  t.same(parsed.map((r) => [r.id, r.mode, r.timeoutMs]), [['support', 'accept', 20_000], ['sales', 'defer', undefined]])
+  t.same(parseRoutesFile(JSON.stringify({ routes: [] }), 'routes.yaml'), [], 'the default (no routes) is a valid routes file')
 })
 
 t.test('every non-template file of the chart parses', async (t) => {

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { parse as parseYaml } from 'yaml'
 import { loadConfig } from '../../src/config.js'
+import { parseRoutesFile } from '../../src/routing/file.js'
 import { ROOT, readText, readYaml } from './helpers.js'
 
 const run = promisify(execFile)
@@ -105,6 +106,7 @@ t.test('docker-compose config accepts docker/compose.yaml', async (t) => {
 
   t.test('the routes reach the demo receiver with the secret it checks', async (t) => {
     const file = readYaml('docker', 'routes.example.yaml') as { routes: Route[] }
+    t.equal(parseRoutesFile(readText('docker', 'routes.example.yaml'), 'routes.example.yaml').length, file.routes.length, 'the service accepts every route of the file')
     const receiver = services['demo-receiver'] as Service
     const known = (receiver.environment?.WEBHOOK_SECRET ?? '').split(/[\s,]+/)
     t.ok(file.routes.length > 0)
