@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isAppError, type ErrorCode } from '../../src/errors.js'
@@ -132,4 +132,14 @@ t.test('duplicate ids and patterns are errors', async (t) => {
   - { id: b, match: "*@example.COM.", url: "http://127.0.0.1/b" }
 `)
   t.equal(failure(path, 'ROUTE_ERR_DUPLICATE'), `${path}: routes[1] (id "b"): match: "*@example.com" is already the pattern of routes[0] (id "a")`)
+})
+
+t.test('the example in docs/routes.md is a valid routes file', async (t) => {
+  const doc = readFileSync(new URL('../../docs/routes.md', import.meta.url), 'utf8')
+  const example = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1]
+  t.ok(example, 'the page has a YAML example')
+  const routes = loadRoutesFile(file(example!))
+  t.same(routes.map((r) => r.id), ['support', 'sales', 'example-catch-all', 'tenants'])
+  t.equal(routes[2]!.maxInlineAttachmentBytes, 0)
+  t.same(routes[3]!.replies.timeout, { code: 451, enhanced: '4.4.1', message: undefined })
 })
