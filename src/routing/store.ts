@@ -288,8 +288,16 @@ export class RouteStore {
     if (owner) throw duplicateError(route, 'match', owner.id, true)
   }
 
+  /**
+   * After a write: reload until the table shows it. The write itself has succeeded, so a failed
+   * reload is logged, not thrown; the next notice or periodic check brings the table up to date.
+   */
   private async reloadUntil(version: number): Promise<void> {
-    for (let i = 0; i < 5 && this.current.version < version; i++) await this.reload()
+    try {
+      for (let i = 0; i < 5 && this.current.version < version; i++) await this.reload()
+    } catch (err) {
+      this.log.warn({ err, version }, 'reloading routes after a change failed; keeping the current routes until the next check')
+    }
   }
 
   private reloadInBackground(reason: string): void {
