@@ -2,11 +2,18 @@
  * The transaction store: what one LMTP transaction leaves in Redis for the workers. One hash per
  * transaction (`<prefix>:txn:<id>`) holds the raw message once, the envelope, and the parsed
  * message serialised once per attachment cap in use; jobs carry only the transaction id.
+ *
+ * While a transaction's session is waiting, this process also keeps its fields in memory, so a
+ * worker in the same process reads them without a Redis round trip (a worker on another replica
+ * reads Redis). The memory is the one the listener holds for that transaction anyway; `forget()`
+ * releases it when the session has its replies.
  */
 import type { Redis } from 'ioredis'
 import type { StoredEnvelope } from './request.js'
 
 export class TransactionStore {
+  private readonly local = new Map<string, ReadonlyMap<string, Buffer>>()
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
@@ -17,21 +24,35 @@ export class TransactionStore {
   }
 
   /** Stores a transaction in one round trip. `parts` are named serialised forms (e.g. `json:<cap>`). */
-  async save(txnId: string, raw: Buffer, envelope: StoredEnvelope, parts: ReadonlyMap<string, Buffer | string>, ttlMs: number): Promise<void> {
+  async save(txnId: string, raw: Buffer, envelope: StoredEnvelope, parts: ReadonlyMap<string, Buffer>, ttlMs: number): Promise<void> {
     const key = this.key(txnId)
-    const fields: (string | Buffer)[] = ['raw', raw, 'env', JSON.stringify(envelope)]
-    for (const [name, value] of parts) fields.push(name, value)
-    const result = await this.redis.multi().hset(key, ...fields).pexpire(key, ttlMs).exec()
+    const fields = new Map<string, Buffer>([
+      ['raw', raw],
+      ['env', Buffer.from(JSON.stringify(envelope))],
+      ...parts,
+    ])
+    const args: (string | Buffer)[] = []
+    for (const [name, value] of fields) args.push(name, value)
+    const result = await this.redis.multi().hset(key, ...args).pexpire(key, ttlMs).exec()
     const failed = result?.find(([err]) => err)
     if (!result || failed) throw failed?.[0] ?? new Error('transaction store write was discarded')
+    this.local.set(txnId, fields)
   }
 
   /** Reads the named fields; missing fields (or an expired transaction) come back as null. */
-  async load(txnId: string, fields: readonly string[]): Promise<(Buffer | null)[]> {
-    return this.redis.hmgetBuffer(this.key(txnId), ...fields)
+  async load(txnId: string, names: readonly string[]): Promise<(Buffer | null)[]> {
+    const local = this.local.get(txnId)
+    if (local && names.every((n) => local.has(n))) return names.map((n) => local.get(n)!)
+    return this.redis.hmgetBuffer(this.key(txnId), ...names)
+  }
+
+  /** Releases the in-memory copy; Redis keeps the transaction until `remove()` or its TTL. */
+  forget(txnId: string): void {
+    this.local.delete(txnId)
   }
 
   async remove(txnId: string): Promise<void> {
+    this.forget(txnId)
     await this.redis.del(this.key(txnId))
   }
 

@@ -113,8 +113,6 @@ export class DeliveryPipeline implements LmtpHandler {
     const parts = await messageParts(raw, routes)
     // Defer-only transactions are removed once answered; the TTL is the safety net.
     const ttl = anyAccept ? this.options.messageTtlMs : Math.max(this.options.replyTimeoutMs * 4, 300_000)
-    await this.store.save(envelope.id, raw, stored, parts, ttl)
-
     const replyBy = started + this.options.replyTimeoutMs
     const webhookIds = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
     const ids = webhookIds.map((id, i) => jobId(id, envelope.id, routes[i]!.mode))
@@ -122,39 +120,44 @@ export class DeliveryPipeline implements LmtpHandler {
     ids.forEach((id, i) => unique.has(id) || unique.set(id, i))
     const uniqueIds = [...unique.keys()]
     const wait = this.channel.expect(uniqueIds)
-    await this.queue.addBulk(
-      [...unique.values()].map((i) => {
-        const route = routes[i]!
-        const data: DeliveryJobData = {
-          webhookId: webhookIds[i]!,
-          txn: envelope.id,
-          rcpt: envelope.recipients[i]!.address,
-          route: route.id,
-          mode: route.mode,
-          replyTo: this.channel.address,
-          replyBy,
-        }
-        return { name: route.id, data, opts: jobOptions(ids[i]!, route) }
-      }),
-    )
-    if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
-      await waitDurable(this.redis, this.durability, Math.max(1000, replyBy - Date.now()))
-    }
-    const results = await wait(Math.max(0, replyBy - Date.now()))
-    const byId = new Map<string, DeliveryResult | null>(uniqueIds.map((id, k) => [id, results[k] ?? null]))
-    const replies = envelope.recipients.map((r, i) => {
-      const result = byId.get(ids[i]!) ?? null
-      const mode = routes[i]!.mode
-      let out: Reply
-      if (result === null) out = mode === 'accept' ? queuedReply(r.address) : deferReply()
-      else if (result.outcome === 'temporary' && mode === 'accept') out = queuedReply(r.address)
-      else out = result.reply
-      this.observer.recipientReply?.(out, mode, result === null)
-      return out
+    const jobs = [...unique.values()].map((i) => {
+      const route = routes[i]!
+      const data: DeliveryJobData = {
+        webhookId: webhookIds[i]!,
+        txn: envelope.id,
+        rcpt: envelope.recipients[i]!.address,
+        route: route.id,
+        mode: route.mode,
+        replyTo: this.channel.address,
+        replyBy,
+      }
+      return { name: route.id, data, opts: jobOptions(ids[i]!, route) }
     })
-    if (!anyAccept && results.every((r) => r !== null)) {
-      this.store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
+    // Issued in the same tick on one connection: Redis runs the store before the jobs exist, and
+    // auto-pipelining sends both in one write.
+    try {
+      await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), this.queue.addBulk(jobs)])
+      if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
+        await waitDurable(this.redis, this.durability, Math.max(1000, replyBy - Date.now()))
+      }
+      const results = await wait(Math.max(0, replyBy - Date.now()))
+      const byId = new Map<string, DeliveryResult | null>(uniqueIds.map((id, k) => [id, results[k] ?? null]))
+      const replies = envelope.recipients.map((r, i) => {
+        const result = byId.get(ids[i]!) ?? null
+        const mode = routes[i]!.mode
+        let out: Reply
+        if (result === null) out = mode === 'accept' ? queuedReply(r.address) : deferReply()
+        else if (result.outcome === 'temporary' && mode === 'accept') out = queuedReply(r.address)
+        else out = result.reply
+        this.observer.recipientReply?.(out, mode, result === null)
+        return out
+      })
+      if (!anyAccept && results.every((r) => r !== null)) {
+        this.store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
+      }
+      return replies
+    } finally {
+      this.store.forget(envelope.id)
     }
-    return replies
   }
 }
