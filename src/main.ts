@@ -3,7 +3,7 @@
  */
 import { loadConfig } from './config.js'
 import { isAppError } from './errors.js'
-import { createLogger } from './logger.js'
+import { createLogger, flushLogs } from './logger.js'
 import { buildApp } from './app.js'
 
 async function main(): Promise<void> {
@@ -31,6 +31,7 @@ async function main(): Promise<void> {
   }
   const started = await app.start()
   log.info({ ...started, role: config.role }, 'lmtp-webhook started')
+  flushLogs()
 
   let stopping = false
   const stop = (signal: string): void => {
