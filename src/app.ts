@@ -19,6 +19,8 @@ import { DeliveryPipeline, type PipelineObserver } from './delivery/pipeline.js'
 import { createProcessor, type AttemptRecord } from './delivery/worker.js'
 import { probeDurability, type Durability } from './delivery/durability.js'
 import { buildAdminServer, type AdminServer } from './admin/server.js'
+import { DeliveryLog } from './delivery/log.js'
+import { Metrics } from './metrics.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -39,26 +41,35 @@ export interface App {
   readonly routes: RouteStore
   readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>
   readonly durability: Durability
+  readonly deliveries: DeliveryLog
+  readonly metrics: Metrics
+  /** The admin server once started (null when ADMIN_PORT=off). */
+  readonly admin: AdminServer | null
   /** True from start() until close() begins. */
   readonly ready: boolean
 }
 
-function redisClient(url: string, log: Logger, blocking: boolean): Redis {
+function redisClient(url: string, log: Logger, blocking: boolean, metrics: Metrics): Redis {
   const client = new Redis(url, {
     // Commands of the LMTP path must fail (and the session answer 451) rather than wait forever;
-    // BullMQ's blocking worker connection must wait.
+    // BullMQ's blocking worker connection must wait. Commands issued in the same tick share one
+    // write and one round trip (auto-pipelining): on this path syscalls, not Redis, are the cost.
     maxRetriesPerRequest: blocking ? null : 2,
-    enableAutoPipelining: !blocking,
+    enableAutoPipelining: true,
     lazyConnect: true,
   })
-  client.on('error', (err) => log.warn({ err: err.message }, 'redis error'))
+  client.on('error', (err) => {
+    metrics.redisError()
+    log.warn({ err: err.message }, 'redis error')
+  })
   return client
 }
 
 export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
   const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile) : []
-  const redis = redisClient(config.redis.url, log, false)
-  const workerRedis = redisClient(config.redis.url, log, true)
+  const metrics = new Metrics()
+  const redis = redisClient(config.redis.url, log, false, metrics)
+  const workerRedis = redisClient(config.redis.url, log, true, metrics)
   const closers: (() => Promise<unknown>)[] = []
   const closeAll = async (): Promise<void> => {
     for (const close of closers.reverse()) await close().catch((err: unknown) => log.warn({ err }, 'error while closing'))
@@ -100,6 +111,13 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     const store = new TransactionStore(redis, config.redis.prefix)
     const queue = createQueue(redis, config.redis.prefix)
     closers.push(() => queue.close())
+    metrics.trackQueue(queue)
+    const deliveries = new DeliveryLog(redis, config.redis.prefix, {
+      max: config.delivery.logRetention,
+      ttlMs: config.delivery.logTtlMs,
+      log: log.child({ part: 'delivery-log' }),
+      onError: () => metrics.redisError(),
+    })
 
     let worker: Worker<DeliveryJobData, DeliveryJobReturn> | null = null
     const abortJobs = new AbortController()
@@ -111,11 +129,21 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         channel,
         webhookTimeoutMs: config.delivery.webhookTimeoutMs,
         log: log.child({ part: 'worker' }),
-        onAttempt: hooks.attempt,
+        onAttempt: (record) => {
+          metrics.attempt(record)
+          void deliveries.record(record)
+          hooks.attempt?.(record)
+        },
         signal: abortJobs.signal,
       })
       worker = createWorker(workerRedis, config.redis.prefix, config.delivery.workerConcurrency, processor, (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000)
       worker.on('error', (err) => log.warn({ err }, 'worker error'))
+      // A job that failed for good (not one that will be retried) is a dead letter.
+      worker.on('failed', (job, err) => {
+        if (!job?.id || !job.finishedOn || job.opts.removeOnFail !== false) return
+        const d = job.data
+        void deliveries.setState({ id: job.id, txn: d.txn, rcpt: d.rcpt, route: d.route, mode: d.mode }, 'dead', err.message)
+      })
     }
 
     let lmtp: LmtpServer | null = null
@@ -136,9 +164,9 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           allowAcceptWithoutAof: config.redis.allowAcceptWithoutAof,
         },
         log.child({ part: 'pipeline' }),
-        hooks.pipeline,
+        metrics.pipelineObserver(hooks.pipeline),
       )
-      lmtp = new LmtpServer(config.lmtp, pipeline, log.child({ part: 'lmtp' }), hooks.lmtp)
+      lmtp = new LmtpServer(config.lmtp, pipeline, log.child({ part: 'lmtp' }), metrics.lmtpObserver(hooks.lmtp))
     }
 
     let ready = false
@@ -147,6 +175,11 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       routes,
       queue,
       durability,
+      deliveries,
+      metrics,
+      get admin() {
+        return admin
+      },
       get ready() {
         return ready
       },
@@ -165,6 +198,11 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             log: log.child({ part: 'admin' }),
             routes,
             queue,
+            durability,
+            deliveries,
+            messages: store,
+            client,
+            metrics,
             health: {
               ready: () => ready,
               redis: () => redis.status === 'ready',

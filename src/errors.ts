@@ -24,6 +24,14 @@ export const ErrorCodes = {
   ADMIN_ERR_NOT_FOUND: 'Not found',
   ADMIN_ERR_VALIDATION: 'Request validation failed',
   ADMIN_ERR_CONFLICT: 'Conflict',
+  ADMIN_ERR_READ_ONLY: 'Resource comes from the routes file and is read-only',
+  ADMIN_ERR_NOT_DURABLE: 'Accept-mode routes need a durable Redis (AOF)',
+  ADMIN_ERR_NOT_DEAD: 'Delivery is not dead-lettered',
+  ADMIN_ERR_MESSAGE_GONE: 'Stored message of the delivery expired or was removed',
+  ADMIN_ERR_PAYLOAD_TOO_LARGE: 'Request body exceeds the size limit',
+  ADMIN_ERR_UNSUPPORTED_MEDIA_TYPE: 'Unsupported request content type',
+  ADMIN_ERR_UNAVAILABLE: 'A backing service (Redis) is unavailable',
+  ADMIN_ERR_INTERNAL: 'Internal error',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,0 +1,62 @@
+import t from 'tap'
+import { converse } from '../helpers/lmtp.js'
+import { webhook } from '../helpers/app.js'
+import { dataReplies, startAdmin, transaction, until } from './helpers.js'
+
+/** The value of one sample in Prometheus text, or undefined. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!m || m[1] !== name) continue
+    const have = (m[2] ?? '').split(',').filter((s) => s !== '')
+    if (wanted.every((w) => have.includes(w)) && have.length === wanted.length) return Number(m[3])
+  }
+  return undefined
+}
+
+t.test('/metrics counts connections, transactions, replies, attempts and queue depth', async (t) => {
+  const ok = await webhook(t, 200)
+  const down = await webhook(t, 503)
+  const { api, base, lmtpPort } = await startAdmin(t)
+  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'ok', match: 'ok@example.com', url: ok.url } })
+  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'down', match: 'down@example.com', url: down.url } })
+  const out = await converse(lmtpPort!, transaction(['ok@example.com', 'down@example.com', 'nobody@example.com']))
+  t.match(dataReplies(out), [/^250 /, /^451 /])
+
+  const text = await until('the closed connection to be counted', async () => {
+    const res = await fetch(`${base}/metrics`)
+    const body = await res.text()
+    t.match(res.headers.get('content-type'), /^text\/plain/)
+    return sample(body, 'lmtp_webhook_lmtp_connections_total', { event: 'close' }) === 1 ? body : null
+  })
+  t.equal(sample(text, 'lmtp_webhook_lmtp_connections_total', { event: 'open' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_lmtp_connections_open'), 0)
+  t.equal(sample(text, 'lmtp_webhook_lmtp_transactions_total'), 1)
+  t.equal(sample(text, 'lmtp_webhook_lmtp_recipient_replies_total', { class: '2xx' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_lmtp_recipient_replies_total', { class: '4xx' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_lmtp_recipient_replies_total', { class: '5xx' }), 0, 'RCPT refusals are not final replies after the data')
+  t.equal(sample(text, 'lmtp_webhook_webhook_attempts_total', { status_class: '2xx', outcome: 'delivered' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_webhook_attempts_total', { status_class: '5xx', outcome: 'temporary' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_webhook_attempt_duration_seconds_count', { status_class: '2xx' }), 1)
+  t.equal(sample(text, 'lmtp_webhook_reply_timeouts_total', { mode: 'defer' }), 0)
+  t.equal(sample(text, 'lmtp_webhook_queue_jobs', { state: 'failed' }), 0)
+  t.equal(sample(text, 'lmtp_webhook_queue_jobs', { state: 'waiting' }), 0)
+  t.equal(sample(text, 'lmtp_webhook_redis_errors_total'), 0)
+  t.ok(sample(text, 'lmtp_webhook_process_cpu_user_seconds_total') !== undefined, 'process metrics are there too')
+})
+
+t.test('a webhook slower than REPLY_TIMEOUT counts a reply timeout', async (t) => {
+  let release: () => void = () => {}
+  const slow = await webhook(t, (_req, _body, res) => {
+    release = () => res.end()
+  })
+  const { api, base, lmtpPort } = await startAdmin(t, { REPLY_TIMEOUT: '200ms' })
+  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'slow', match: 'slow@example.com', url: slow.url } })
+  const out = await converse(lmtpPort!, transaction(['slow@example.com']))
+  t.match(dataReplies(out)[0], /^451 4\.3\.0/)
+  release()
+  const text = await (await fetch(`${base}/metrics`)).text()
+  t.equal(sample(text, 'lmtp_webhook_reply_timeouts_total', { mode: 'defer' }), 1)
+})
