@@ -31,6 +31,9 @@ export interface AdminServer {
   close(): Promise<void>
 }
 
+/** Routes that need no token. */
+const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', '/webhook-payload.schema.json'])
+
 /** Bodies the route store validates itself (same TypeBox schema, plus semantic checks). */
 const STORE_VALIDATED = new Set(['RouteDefinition', 'RouteReplacement'])
 
@@ -78,9 +81,12 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
     return res.code(mapped.status).send(mapped.body)
   })
 
+  // Deny by default: everything but these routes needs a token, unknown paths included. The
+  // decision rests on the route the router matched, never on the raw URL (`/%761/routes` is
+  // routed to /v1/routes).
   let check: ((authorization: string | undefined) => boolean) | null = null
   fastify.addHook('onRequest', async (req, res) => {
-    if (req.url !== '/v1' && !req.url.startsWith('/v1/') && !req.url.startsWith('/v1?')) return
+    if (PUBLIC_ROUTES.has(req.routeOptions.url ?? '')) return
     const tokens = ctx.config.admin.tokens
     if (tokens.length === 0 && ctx.config.admin.allowNoAuth) return
     check ??= tokenCheck(tokens)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startAdmin, TOKEN } from './helpers.js'
 
-t.test('/v1 needs a valid bearer token; health endpoints do not', async (t) => {
+t.test('/v1 and unknown paths need a valid bearer token; health endpoints do not', async (t) => {
   const { fastify, base } = await startAdmin(t)
 
   const cases: [string, Record<string, string>, string][] = [
@@ -21,8 +21,12 @@ t.test('/v1 needs a valid bearer token; health endpoints do not', async (t) => {
     t.equal(res.headers['www-authenticate'], 'Bearer realm="lmtp-webhook"', `${name}: challenge`)
   }
 
-  const unknown = await fastify.inject({ method: 'GET', url: '/v1/no-such-thing' })
-  t.equal(unknown.statusCode, 401, 'unknown /v1 paths are not revealed without a token')
+  for (const url of ['/v1/no-such-thing', '/nothing', '/%761/routes', '/v1/route%73', '/./v1/routes', '/v1/../v1/routes']) {
+    const res = await fastify.inject({ method: 'GET', url })
+    t.equal(res.statusCode, 401, `${url}: 401 without a token, whatever the path`)
+  }
+  const encoded = await fastify.inject({ method: 'GET', url: '/%761/routes', headers: { authorization: `Bearer ${TOKEN}` } })
+  t.equal(encoded.statusCode, 200, 'an encoded path reaches the route it names, with the token only')
 
   const ok = await fastify.inject({ method: 'GET', url: '/v1/routes', headers: { authorization: `Bearer ${TOKEN}` } })
   t.equal(ok.statusCode, 200)

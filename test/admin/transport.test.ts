@@ -28,7 +28,7 @@ t.test('every endpoint answers alike through inject and over a socket', async (t
     { name: 'metrics', method: 'GET', url: () => '/metrics', status: 200 },
     { name: 'openapi', method: 'GET', url: () => '/openapi.json', status: 200, check: (b) => t.equal(b.openapi, '3.1.0') },
     { name: 'payload schema', method: 'GET', url: () => '/webhook-payload.schema.json', status: 200, check: (b) => t.equal(b.type, 'object') },
-    { name: 'unknown', method: 'GET', url: () => '/nothing', status: 404, check: (b) => t.equal(b.error.code, 'ADMIN_ERR_NOT_FOUND') },
+    { name: 'unknown', method: 'GET', url: () => '/nothing', headers: auth, status: 404, check: (b) => t.equal(b.error.code, 'ADMIN_ERR_NOT_FOUND') },
   ]
   for (const step of steps) {
     const injected = await fastify.inject({ method: step.method as 'GET', url: step.url('viainject'), headers: step.headers, payload: step.body?.('viainject') })
