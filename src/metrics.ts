@@ -94,7 +94,15 @@ export class Metrics {
     registers: [this.registry],
     collect: async () => {
       if (!this.queue) return
-      const counts = await this.queue.getJobCounts(...QUEUE_STATES)
+      let counts: Record<string, number>
+      try {
+        counts = await this.queue.getJobCounts(...QUEUE_STATES)
+      } catch {
+        // Redis unreachable (the connection's error events count it): no depth rather than a
+        // stale one, and the rest of the scrape still answers.
+        this.queueJobs.reset()
+        return
+      }
       for (const state of QUEUE_STATES) this.queueJobs.set({ state }, counts[state] ?? 0)
     },
   })

@@ -1,4 +1,8 @@
 import t from 'tap'
+import net from 'node:net'
+import { Redis } from 'ioredis'
+import { Queue } from 'bullmq'
+import { Metrics } from '../../src/metrics.js'
 import { converse } from '../helpers/lmtp.js'
 import { webhook } from '../helpers/app.js'
 import { dataReplies, startAdmin, transaction, until } from './helpers.js'
@@ -59,4 +63,27 @@ t.test('a webhook slower than REPLY_TIMEOUT counts a reply timeout', async (t) =
   release()
   const text = await (await fetch(`${base}/metrics`)).text()
   t.equal(sample(text, 'lmtp_webhook_reply_timeouts_total', { mode: 'defer' }), 1)
+})
+
+t.test('a scrape still answers when Redis is unreachable, without a stale queue depth', async (t) => {
+  // a loopback port nothing listens on
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+
+  const redis = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true })
+  redis.on('error', () => {})
+  const queue = new Queue('deliveries', { connection: redis })
+  queue.on('error', () => {})
+  t.teardown(async () => {
+    await queue.close().catch(() => {})
+    redis.disconnect()
+  })
+  const metrics = new Metrics({ processMetrics: false })
+  metrics.trackQueue(queue)
+  metrics.queueJobs.set({ state: 'failed' }, 7)
+  const { body } = await metrics.render()
+  t.equal(sample(body, 'lmtp_webhook_queue_jobs', { state: 'failed' }), undefined, 'no stale depth')
+  t.equal(sample(body, 'lmtp_webhook_lmtp_transactions_total'), 0, 'the other metrics are there')
 })
