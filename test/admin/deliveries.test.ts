@@ -128,3 +128,16 @@ t.test('a delivery waiting for its next retry is not dead: 409, and deleting it 
   t.equal(deleted.statusCode, 204)
   t.equal(await app.queue.getJob(waiting.id), undefined, 'the pending retry is cancelled')
 })
+
+t.test('with the log turned off (DELIVERY_LOG_MAX=0) a queued delivery is still shown from its job', async (t) => {
+  const redis = await privateRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always'])
+  const hook = await webhook(t, 503)
+  const { api, lmtpPort, app } = await startAdmin(t, { REDIS_URL: redis.url, DELIVERY_LOG_MAX: '0' })
+  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'nolog', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } } })
+  await converse(lmtpPort!, transaction(['quiet@example.com']))
+  const job = await until('the job to wait for its retry', async () => (await app.queue.getJobs(['delayed']))[0])
+  t.same((await api({ method: 'GET', url: '/v1/deliveries' })).json(), { deliveries: [], nextCursor: null }, 'nothing logged')
+  const shown = await api({ method: 'GET', url: `/v1/deliveries/${job.id}` })
+  t.equal(shown.statusCode, 200)
+  t.match(shown.json(), { id: job.id, recipient: 'quiet@example.com', route: 'nolog', state: 'retrying', attempts: 1, queueState: 'delayed', attemptLog: [] })
+})
