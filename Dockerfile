@@ -54,6 +54,8 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 
 # Files stay owned by root: the service user can read but never change its own code.
 COPY --from=build /app/dist ./dist
+# The webhook payload's JSON Schema, served by the admin API beside the OpenAPI document.
+COPY openapi ./openapi
 
 USER 10001:10001
 # The only writable place the service needs (mount an emptyDir/tmpfs here with a read-only root).
