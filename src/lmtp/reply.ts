@@ -51,6 +51,17 @@ export function isReplyCode(code: unknown, classes: readonly number[] = [2, 4, 5
   return typeof code === 'number' && Number.isInteger(code) && code >= 200 && code <= 599 && classes.includes(Math.floor(code / 100))
 }
 
+/**
+ * True when a value a handler returned is a usable final reply: a 2xx/4xx/5xx code and a text that
+ * is a string or an array of strings. (Its text is sanitised when formatted; its enhanced code, if
+ * wrong, is replaced.)
+ */
+export function isFinalReply(r: unknown): r is Reply {
+  if (typeof r !== 'object' || r === null) return false
+  const { code, text } = r as { code?: unknown; text?: unknown }
+  return isReplyCode(code) && (typeof text === 'string' || (Array.isArray(text) && text.every((l) => typeof l === 'string')))
+}
+
 /** True when `enhanced` is a syntactically valid enhanced status code whose class matches `code`. */
 export function enhancedMatches(code: number, enhanced: string): boolean {
   const m = ENHANCED.exec(enhanced)

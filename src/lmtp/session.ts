@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.js'
 import { LmtpParser, type ParserEvent } from './parser.js'
-import { formatReply, isReplyCode, reply, type Reply } from './reply.js'
+import { formatReply, isFinalReply, reply, type Reply } from './reply.js'
 import { decodeXtext, parseMailbox, parseParams, splitPathAndParams } from './address.js'
 import type { BodyType, Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
 import * as R from './replies.js'
@@ -57,10 +57,12 @@ const INPUT_HIGH_WATER = 256 * 1024
 const MESSAGE_HIGH_WATER = 64 * 1024
 const XFORWARD_ATTRS = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE'])
 
+// Ids are unique per process start (random prefix) and cheap to make (a counter).
+const ID_PREFIX = randomBytes(4).toString('hex')
 let counter = 0
 function newId(): string {
-  counter = (counter + 1) % 0x1000000
-  return randomBytes(4).toString('hex') + counter.toString(16).padStart(6, '0')
+  counter = (counter + 1) % 0x10000000000
+  return ID_PREFIX + counter.toString(36).padStart(8, '0')
 }
 
 export class LmtpSession {
@@ -81,6 +83,7 @@ export class LmtpSession {
   private readResolve: (() => void) | null = null
   private paused = false
   private txnCount = 0
+  private timerMs = -1
   readonly closedPromise: Promise<void>
   private resolveClosed!: () => void
 
@@ -95,7 +98,7 @@ export class LmtpSession {
     this.log = logger.child({ session: this.id })
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve))
     socket.setNoDelay(true)
-    socket.setTimeout(options.idleTimeoutMs)
+    this.setTimer(options.idleTimeoutMs)
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('timeout', () => this.onTimeout())
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'))
@@ -154,7 +157,11 @@ export class LmtpSession {
   }
 
   private onTimeout(): void {
-    if (this.pumping) return // waiting on our own handler, not on the client
+    if (this.pumping) {
+      // Waiting on our own handler, not on the client: arm the timer again when the pump ends.
+      this.timerMs = -1
+      return
+    }
     this.log.info({ mode: this.parser.currentMode }, 'idle timeout')
     this.abortMessage('timeout')
     this.closeWith(R.idleTimeout(this.options.hostname))
@@ -190,7 +197,7 @@ export class LmtpSession {
       this.flush()
       if (this.quitting && !this.closed) this.socket.end()
       else if (this.draining && !this.txn && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
-      else this.socket.setTimeout(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
+      else this.setTimer(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
     } catch (err) {
       this.log.error({ err }, 'session failed')
       this.forceClose(R.localError())
@@ -210,6 +217,13 @@ export class LmtpSession {
       case 'end':
         return this.onMessageEnd()
     }
+  }
+
+  /** Sets the socket's inactivity timer (0 = off) only when it changes; Node refreshes it on I/O. */
+  private setTimer(ms: number): void {
+    if (ms === this.timerMs) return
+    this.timerMs = ms
+    this.socket.setTimeout(ms)
   }
 
   private send(r: Reply, withEnhanced = true): void {
@@ -382,7 +396,7 @@ export class LmtpSession {
     if (txn.sender.body === 'BINARYMIME') return this.protocolError(R.binaryNeedsBdat())
     this.send(R.startData(), false)
     this.parser.startData()
-    this.socket.setTimeout(this.options.dataTimeoutMs)
+    this.setTimer(this.options.dataTimeoutMs)
     this.beginMessage(txn)
   }
 
@@ -406,7 +420,7 @@ export class LmtpSession {
       this.errors++
       return
     }
-    this.socket.setTimeout(this.options.dataTimeoutMs)
+    this.setTimer(this.options.dataTimeoutMs)
     if (!txn!.message) {
       txn!.usedBdat = true
       this.beginMessage(txn!)
@@ -533,7 +547,7 @@ export class LmtpSession {
       this.send(txn.failure ?? R.chunkOk(bdat.size))
       return
     }
-    this.socket.setTimeout(0)
+    this.setTimer(0)
     const message = txn.message
     if (message && !message.destroyed && !txn.failure) message.push(null)
     let replies: readonly Reply[]
@@ -565,7 +579,7 @@ export class LmtpSession {
     const replies: Reply[] = []
     for (let i = 0; i < count; i++) {
       const r = Array.isArray(outcome) ? (outcome[i] as Reply | undefined) : undefined
-      if (r && isReplyCode(r.code) && (typeof r.text === 'string' || Array.isArray(r.text))) replies.push(r)
+      if (isFinalReply(r)) replies.push(r)
       else {
         if (r !== undefined) this.log.error({ txn: txnId, index: i }, 'data handler returned an invalid reply')
         replies.push(R.localError())
@@ -597,8 +611,8 @@ export class LmtpSession {
   private verdict<T>(call: () => T | Promise<T>, apply: (v: T | undefined) => void, pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined): void | Promise<void> {
     const check = (v: T): void => {
       const r = v === undefined || v === null ? undefined : pick(v)
-      if (r !== undefined && (!isReplyCode(r.code) || (typeof r.text !== 'string' && !Array.isArray(r.text)))) {
-        this.log.error({ code: r.code }, 'handler returned an invalid reply')
+      if (r !== undefined && !isFinalReply(r)) {
+        this.log.error({ code: (r as { code?: unknown } | null)?.code }, 'handler returned an invalid reply')
         this.send(R.localError())
         return
       }
