@@ -106,7 +106,7 @@ export class LmtpSession {
     socket.on('end', () => {
       // Half-close from the client: answer what is complete, then close.
       this.quitting = true
-      void this.pump()
+      this.pump()
     })
   }
 
@@ -153,7 +153,7 @@ export class LmtpSession {
       this.paused = true
       this.socket.pause()
     }
-    void this.pump()
+    this.pump()
   }
 
   private onTimeout(): void {
@@ -176,35 +176,63 @@ export class LmtpSession {
     this.resolveClosed()
   }
 
-  private async pump(): Promise<void> {
+  /**
+   * Processes every complete event in the input. Runs synchronously while commands complete
+   * synchronously (no promise per command); an asynchronous step (a handler call, stream
+   * backpressure) suspends it, and it resumes when that step settles. While it runs, new input is
+   * only queued, so events are handled strictly in order.
+   */
+  private pump(): void {
     if (this.pumping) return
     this.pumping = true
     try {
       for (;;) {
-        if (this.closed) return
+        if (this.closed) {
+          this.pumping = false
+          return
+        }
         const event = this.parser.next()
         if (event === null) break
         const pending = this.dispatch(event)
         if (pending !== undefined) {
           this.flush()
-          await pending
+          pending.then(
+            () => this.resume(),
+            (err: unknown) => this.fail(err),
+          )
+          return
         }
-        if (this.paused && this.parser.buffered < INPUT_HIGH_WATER / 2) {
-          this.paused = false
-          this.socket.resume()
-        }
+        this.resumeSocket()
       }
       this.flush()
+      this.pumping = false
       if (this.quitting && !this.closed) this.socket.end()
       else if (this.draining && !this.txn && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
       else this.setTimer(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
     } catch (err) {
-      this.log.error({ err }, 'session failed')
-      this.forceClose(R.localError())
-    } finally {
-      this.pumping = false
+      this.fail(err)
     }
   }
+
+  private resume(): void {
+    this.pumping = false
+    this.resumeSocket()
+    this.pump()
+  }
+
+  private resumeSocket(): void {
+    if (this.paused && this.parser.buffered < INPUT_HIGH_WATER / 2) {
+      this.paused = false
+      this.socket.resume()
+    }
+  }
+
+  private fail(err: unknown): void {
+    this.pumping = false
+    this.log.error({ err }, 'session failed')
+    this.forceClose(R.localError())
+  }
+
 
   private dispatch(event: ParserEvent): void | Promise<void> {
     switch (event.type) {
