@@ -49,14 +49,26 @@ export interface App {
   readonly ready: boolean
 }
 
-function redisClient(url: string, log: Logger, blocking: boolean, metrics: Metrics): Redis {
+type ConnectionRole = 'app' | 'queue' | 'worker'
+
+/**
+ * Three connections, because their costs differ:
+ * - `app` (routes, result channel, delivery log, admin): auto-pipelining, so commands issued in the
+ *   same tick share one write; on this machine class the system call, not Redis, is the cost.
+ * - `queue` (the BullMQ queue and the transaction store): no auto-pipelining. BullMQ defines 64
+ *   scripts on its connection and ioredis copies them all into every pipeline it builds (~50 us
+ *   each), which would be paid once per tick. The transaction and its jobs go out on this one
+ *   connection in order, so Redis has stored the message before any job for it exists.
+ * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
+ *   Redis instead of failing commands, as BullMQ requires.
+ * Commands of the LMTP path fail after two retries (the session then answers 451) rather than wait.
+ */
+function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Metrics): Redis {
   const client = new Redis(url, {
-    // Commands of the LMTP path must fail (and the session answer 451) rather than wait forever;
-    // BullMQ's blocking worker connection must wait. Commands issued in the same tick share one
-    // write and one round trip (auto-pipelining): on this path syscalls, not Redis, are the cost.
-    maxRetriesPerRequest: blocking ? null : 2,
-    enableAutoPipelining: true,
+    maxRetriesPerRequest: role === 'worker' ? null : 2,
+    enableAutoPipelining: role === 'app',
     lazyConnect: true,
+    connectionName: `lmtp-webhook:${role}`,
   })
   client.on('error', (err) => {
     metrics.redisError()
@@ -68,8 +80,9 @@ function redisClient(url: string, log: Logger, blocking: boolean, metrics: Metri
 export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
   const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile) : []
   const metrics = new Metrics()
-  const redis = redisClient(config.redis.url, log, false, metrics)
-  const workerRedis = redisClient(config.redis.url, log, true, metrics)
+  const redis = redisClient(config.redis.url, log, 'app', metrics)
+  const queueRedis = redisClient(config.redis.url, log, 'queue', metrics)
+  const workerRedis = redisClient(config.redis.url, log, 'worker', metrics)
   const closers: (() => Promise<unknown>)[] = []
   const closeAll = async (): Promise<void> => {
     for (const close of closers.reverse()) await close().catch((err: unknown) => log.warn({ err }, 'error while closing'))
@@ -78,6 +91,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
   try {
     await redis.connect()
     closers.push(() => redis.quit())
+    await queueRedis.connect()
+    closers.push(() => queueRedis.quit())
     await workerRedis.connect()
     closers.push(() => workerRedis.quit())
 
@@ -108,8 +123,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       connectTimeoutMs: config.delivery.connectTimeoutMs,
     })
     closers.push(() => client.close())
-    const store = new TransactionStore(redis, config.redis.prefix)
-    const queue = createQueue(redis, config.redis.prefix)
+    const store = new TransactionStore(queueRedis, config.redis.prefix)
+    const queue = createQueue(queueRedis, config.redis.prefix)
     closers.push(() => queue.close())
     metrics.trackQueue(queue)
     const deliveries = new DeliveryLog(redis, config.redis.prefix, {
@@ -151,7 +166,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       const pipeline = new DeliveryPipeline(
         routes,
         queue,
-        redis,
+        queueRedis,
         store,
         channel,
         client,

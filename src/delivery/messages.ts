@@ -11,19 +11,35 @@
 import type { Redis } from 'ioredis'
 import type { StoredEnvelope } from './request.js'
 
+/**
+ * KEYS[1] the transaction hash; ARGV[1] TTL in ms, ARGV[2..] field, value, field, value...
+ * Writes the fields and the TTL atomically in one command (no MULTI, no client-side pipeline).
+ */
+const SAVE_SCRIPT = `redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`
+
+interface StoreCommands {
+  lmtpWebhookSaveTxn(key: string, ttlMs: number, ...fields: (string | Buffer)[]): Promise<number>
+}
+
 export class TransactionStore {
   private readonly local = new Map<string, ReadonlyMap<string, Buffer>>()
+  private readonly redis: Redis & StoreCommands
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
-  ) {}
+  ) {
+    if (!('lmtpWebhookSaveTxn' in redis)) redis.defineCommand('lmtpWebhookSaveTxn', { numberOfKeys: 1, lua: SAVE_SCRIPT })
+    this.redis = redis as Redis & StoreCommands
+  }
 
   key(txnId: string): string {
     return `${this.prefix}:txn:${txnId}`
   }
 
-  /** Stores a transaction in one round trip. `parts` are named serialised forms (e.g. `json:<cap>`). */
+  /** Stores a transaction in one command. `parts` are named serialised forms (e.g. `json:<cap>`). */
   async save(txnId: string, raw: Buffer, envelope: StoredEnvelope, parts: ReadonlyMap<string, Buffer>, ttlMs: number): Promise<void> {
     const key = this.key(txnId)
     const fields = new Map<string, Buffer>([
@@ -33,9 +49,7 @@ export class TransactionStore {
     ])
     const args: (string | Buffer)[] = []
     for (const [name, value] of fields) args.push(name, value)
-    const result = await this.redis.multi().hset(key, ...args).pexpire(key, ttlMs).exec()
-    const failed = result?.find(([err]) => err)
-    if (!result || failed) throw failed?.[0] ?? new Error('transaction store write was discarded')
+    await this.redis.lmtpWebhookSaveTxn(key, ttlMs, ...args)
     this.local.set(txnId, fields)
   }
 

@@ -133,10 +133,10 @@ export class DeliveryPipeline implements LmtpHandler {
       }
       return { name: route.id, data, opts: jobOptions(ids[i]!, route) }
     })
-    // Issued in the same tick on one connection: Redis runs the store before the jobs exist, and
-    // auto-pipelining sends both in one write.
+    // Issued back to back on one connection: Redis has stored the transaction before its jobs
+    // exist. One job is one script call; several go in one pipeline (one round trip).
     try {
-      await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), this.queue.addBulk(jobs)])
+      await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), jobs.length === 1 ? this.queue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts) : this.queue.addBulk(jobs)])
       if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
         await waitDurable(this.redis, this.durability, Math.max(1000, replyBy - Date.now()))
       }
