@@ -26,13 +26,18 @@ export function reply(code: number, enhanced: string | undefined, text: string |
  * Removes what must never reach the wire from foreign text: CR, LF and every other control
  * character (C0, DEL, C1) become a space, runs of spaces fold to one.
  */
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]| {2}|^ | $/
+
 export function sanitizeText(text: string): string {
+  // Most text is already clean (the engine's own replies): test once before rewriting.
+  if (!UNSAFE.test(text)) return text
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').replace(/ {2,}/g, ' ').trim()
 }
 
 /** Cuts a string so its UTF-8 encoding fits `maxBytes`, never splitting a character. */
 export function truncateUtf8(text: string, maxBytes: number): string {
-  if (Buffer.byteLength(text) <= maxBytes) return text
+  // A UTF-16 code unit never takes more than 3 octets in UTF-8.
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text) <= maxBytes) return text
   const buf = Buffer.from(text).subarray(0, maxBytes)
   let end = buf.length
   // step back over a partial multi-byte sequence
