@@ -23,9 +23,13 @@ export const POSTFIX = '/usr/sbin/postfix'
 export const DEFAULT_MAIN_CF = '/etc/postfix/main.cf'
 
 /** Why Postfix cannot run here, or null when it can. */
+/**
+ * Why the Postfix tests cannot run here, or null. A missing Postfix is an error, not a reason to
+ * skip (scripts/test installs it); only a developer running the suite without root is skipped.
+ */
 export function postfixUnavailable(): string | null {
-  if (!existsSync(POSTFIX)) return `${POSTFIX} is not installed (scripts/test installs it)`
-  if (process.getuid?.() !== 0) return 'Postfix must be started as root'
+  if (!existsSync(POSTFIX)) throw new Error(`${POSTFIX} is not installed: run scripts/test as root, or apt-get install postfix`)
+  if (process.getuid?.() !== 0) return 'a private Postfix instance must be started as root'
   return null
 }
 
