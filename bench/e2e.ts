@@ -105,7 +105,7 @@ async function privateAofRedis(): Promise<{ url: string; child: ChildProcess }> 
   return { url: `unix://${sock}`, child }
 }
 
-function serviceSystem(name: string, mode: 'defer' | 'accept', webhookUrl: string): System {
+function serviceSystem(name: string, mode: 'defer' | 'accept', webhookUrl: string, split = false): System {
   return {
     name,
     async start() {
@@ -114,16 +114,15 @@ function serviceSystem(name: string, mode: 'defer' | 'accept', webhookUrl: strin
       const redis = mode === 'accept' ? await privateAofRedis() : null
       const prefix = `bench-${randomBytes(4).toString('hex')}`
       const redisUrl = redis?.url ?? 'redis://127.0.0.1:6379'
-      const { child, match } = await startChild(
-        process.execPath,
-        ['dist/main.js'],
-        { ROUTES_FILE: routes, REDIS_URL: redisUrl, REDIS_PREFIX: prefix, LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', LMTP_DOMAINS: 'example.com', LOG_LEVEL: 'info', LMTP_MAX_CONNECTIONS: '2000' },
-        /"lmtpPort":(\d+)/,
-      )
+      const env = { ROUTES_FILE: routes, REDIS_URL: redisUrl, REDIS_PREFIX: prefix, LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', LMTP_DOMAINS: 'example.com', LOG_LEVEL: 'info', LMTP_MAX_CONNECTIONS: '2000' }
+      // split: one listener process and one worker process (ROLE), so the service can use two cores
+      const worker = split ? await startChild(process.execPath, ['dist/main.js'], { ...env, ROLE: 'worker', LMTP_PORT: 'off' }, /lmtp-webhook started/) : null
+      const { child, match } = await startChild(process.execPath, ['dist/main.js'], { ...env, ROLE: split ? 'listener' : 'all' }, /"lmtpPort":(\d+)/)
       return {
         port: Number(match[1]),
         child,
         async after() {
+          if (worker) await stop(worker.child)
           if (redis) {
             redis.child.kill('SIGKILL')
             return
@@ -175,7 +174,12 @@ async function main(): Promise<void> {
   ensureBuilt()
   const receiver = await startChild(process.execPath, ['--import', 'tsx', 'bench/e2e/receiver.ts'], {}, /^(\d+)\n/m)
   const webhookUrl = `http://127.0.0.1:${receiver.match[1]}/hook`
-  const systems = [serviceSystem('lmtp-webhook defer', 'defer', webhookUrl), serviceSystem('lmtp-webhook accept', 'accept', webhookUrl), naiveSystem(webhookUrl)]
+  const systems = [
+    serviceSystem('lmtp-webhook defer', 'defer', webhookUrl),
+    serviceSystem('lmtp-webhook accept', 'accept', webhookUrl),
+    serviceSystem('lmtp-webhook defer, listener + worker processes', 'defer', webhookUrl, true),
+    naiveSystem(webhookUrl),
+  ]
   process.stdout.write(`end to end: smtp-source -L -d, ${SIZE / 1024} KB messages, ${SESSIONS} sessions, ${MESSAGES} messages x ${RUNS} runs (median)\n`)
   const rows: Row[] = []
   for (const rcpts of [1, 5]) for (const s of systems) rows.push(await measure(s, rcpts))
