@@ -61,11 +61,17 @@ type ConnectionRole = 'app' | 'queue' | 'worker'
  *   connection in order, so Redis has stored the message before any job for it exists.
  * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
  *   Redis instead of failing commands, as BullMQ requires.
- * Commands of the LMTP path fail after two retries (the session then answers 451) rather than wait.
+ * Commands of the LMTP path fail after two retries or `COMMAND_TIMEOUT_MS` (the session then gives
+ * the safe reply for the mode) rather than wait.
  */
+const COMMAND_TIMEOUT_MS = 5_000
+
 function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Metrics): Redis {
   const client = new Redis(url, {
     maxRetriesPerRequest: role === 'worker' ? null : 2,
+    // A Redis that stops answering (not refusing) must not hold an LMTP session until the MTA's
+    // own timeout: its commands fail, and the session gives the safe reply for the mode.
+    commandTimeout: role === 'worker' ? undefined : COMMAND_TIMEOUT_MS,
     enableAutoPipelining: role === 'app',
     lazyConnect: true,
     connectionName: `lmtp-webhook:${role}`,
@@ -125,6 +131,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     closers.push(() => client.close())
     const store = new TransactionStore(queueRedis, config.redis.prefix)
     const queue = createQueue(queueRedis, config.redis.prefix)
+    queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
     closers.push(() => queue.close())
     metrics.trackQueue(queue)
     const deliveries = new DeliveryLog(redis, config.redis.prefix, {
@@ -240,7 +247,12 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           if ((await Promise.race([closing.then(() => 'done' as const), timer])) === 'timeout') {
             log.warn('jobs still running at the shutdown deadline: aborting their attempts')
             abortJobs.abort()
-            await closing
+            // Aborted attempts end at once; only a Redis that does not answer can hold this.
+            const settled = await Promise.race([closing.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 2000).unref())])
+            if (!settled) {
+              log.warn('the worker could not hand its jobs back (Redis?): closing it without waiting')
+              await worker.close(true).catch(() => {})
+            }
           }
         }
         if (admin) await admin.close()

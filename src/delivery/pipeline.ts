@@ -38,6 +38,9 @@ export interface PipelineObserver {
   recipientReply?(reply: Reply, mode: Route['mode'], timedOut: boolean): void
 }
 
+/** WAITAOF's own deadline; it stays under the connection's command timeout. */
+const DURABLE_WAIT_MS = 4_000
+
 export const queuedReply = (rcpt: string): Reply => reply(250, '2.0.0', `<${rcpt}> queued for delivery`)
 export const deferReply = (): Reply => reply(451, '4.3.0', 'Delivery not confirmed in time, try again later')
 export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
@@ -136,18 +139,31 @@ export class DeliveryPipeline implements LmtpHandler {
     // Issued back to back on one connection, without waiting for replies in between: one network
     // round trip, and Redis has stored the transaction before its jobs exist. (`addBulk` would
     // build an ioredis pipeline, which copies BullMQ's 64 scripts: dearer than the writes it saves.)
+    let waited = false
     try {
       await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => this.queue.add(j.name, j.data, j.opts))])
+      // Accept mode may only say 250 once the jobs are on disk. If that cannot be confirmed, its
+      // recipients get 451 below; the defer-mode recipients of the same transaction still get
+      // their webhooks' answers (their jobs are queued and will run).
+      let durable = true
       if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
-        await waitDurable(this.redis, this.durability, Math.max(1000, replyBy - Date.now()))
+        durable = await waitDurable(this.redis, this.durability, Math.min(DURABLE_WAIT_MS, Math.max(100, replyBy - Date.now()))).then(
+          () => true,
+          (err: unknown) => {
+            this.log.error({ err, txn: envelope.id }, 'accept-mode jobs could not be made durable')
+            return false
+          },
+        )
       }
       const results = await wait(Math.max(0, replyBy - Date.now()))
+      waited = true
       const byId = new Map<string, DeliveryResult | null>(uniqueIds.map((id, k) => [id, results[k] ?? null]))
       const replies = envelope.recipients.map((r, i) => {
         const result = byId.get(ids[i]!) ?? null
         const mode = routes[i]!.mode
         let out: Reply
-        if (result === null) out = mode === 'accept' ? queuedReply(r.address) : deferReply()
+        if (mode === 'accept' && !durable && (result === null || result.outcome === 'temporary')) out = deferReply()
+        else if (result === null) out = mode === 'accept' ? queuedReply(r.address) : deferReply()
         else if (result.outcome === 'temporary' && mode === 'accept') out = queuedReply(r.address)
         else out = result.reply
         this.observer.recipientReply?.(out, mode, result === null)
@@ -158,6 +174,7 @@ export class DeliveryPipeline implements LmtpHandler {
       }
       return replies
     } finally {
+      if (!waited) void wait(0) // releases the waiters
       this.store.forget(envelope.id)
     }
   }

@@ -62,7 +62,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
     if (!route || fields.some((f) => f === null)) {
       const what = !route ? 'Route was removed' : 'Stored message expired'
       log.warn(what)
-      if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' })
+      if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' }).catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
       if (d.mode === 'accept') throw new UnrecoverableError(what)
       return { outcome: 'temporary' }
     }
@@ -88,12 +88,15 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
       responseSnippet: result.bodySnippet,
       final,
     })
-    const answeredInTime = Date.now() <= d.replyBy
-    if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status })
+    // Best effort: a lost result makes the session time out, which gives the safe reply. It must
+    // not turn an answered attempt into a failed job (accept mode would send it again).
+    if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status }).catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
     if (d.mode === 'accept') {
       if (decision.outcome === 'temporary') throw new RetryableDeliveryError(`webhook answered ${result.status ?? result.error?.code}`, result.retryAfterMs)
-      // A permanent refusal after the MTA was told "queued" is a dead letter; one the MTA heard itself is done.
-      if (decision.outcome === 'rejected' && !(first && answeredInTime)) throw new UnrecoverableError(`webhook rejected with ${result.status}`)
+      // A permanent refusal is kept as a dead letter even when the session may have passed it on:
+      // the worker cannot know whether the MTA heard it or was told "queued" (deadline, lost
+      // result), and only the dead letter keeps the second case from losing the mail silently.
+      if (decision.outcome === 'rejected') throw new UnrecoverableError(`webhook rejected with ${result.status}`)
     }
     return { outcome: decision.outcome, status: result.status }
   }

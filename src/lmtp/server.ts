@@ -88,6 +88,8 @@ export class LmtpServer {
       this.observer.connection?.('refused')
       socket.on('error', () => {})
       socket.end(formatReply(this.closing ? R.shuttingDown(this.options.hostname) : R.tooManyConnections(this.options.hostname)))
+      // allowHalfOpen: a refused client that never closes must not keep the descriptor.
+      socket.setTimeout(1000, () => socket.destroy())
       return
     }
     const session = new LmtpSession(socket, this.sessionOptions, this.handler, this.log, this.observer)
@@ -95,7 +97,11 @@ export class LmtpServer {
     this.observer.connection?.('open')
     void session.closedPromise.then(() => {
       this.sessions.delete(session)
-      this.observer.connection?.('close')
+      try {
+        this.observer.connection?.('close')
+      } catch (err) {
+        this.log.error({ err }, 'connection observer failed')
+      }
     })
     session.start()
   }
@@ -118,6 +124,7 @@ export class LmtpServer {
       for (const s of this.sessions) s.forceClose()
       await Promise.race([Promise.all([...this.sessions].map((s) => s.closedPromise)), new Promise((r) => setTimeout(r, 1000))])
     }
-    await closed
+    // Refused connections still closing must not hold the shutdown.
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 1000).unref())])
   }
 }

@@ -54,6 +54,8 @@ type Command = (this: LmtpSession, args: string) => void | Promise<void>
 
 /** Input queued beyond this pauses the socket until the session catches up. */
 const INPUT_HIGH_WATER = 256 * 1024
+/** How long a closed session waits for the client to close its side. */
+const CLOSE_LINGER_MS = 5_000
 const MESSAGE_HIGH_WATER = 64 * 1024
 const XFORWARD_ATTRS = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE'])
 
@@ -141,7 +143,9 @@ export class LmtpSession {
   /** Ends the session at once with a 421 (deadline passed). */
   forceClose(r: Reply = R.shuttingDown(this.options.hostname)): void {
     this.closeWith(r)
-    this.socket.destroySoon()
+    // The reply is small enough for the socket buffer; a client that stopped reading must not
+    // keep the process from exiting.
+    this.socket.destroy()
   }
 
   // ---------------------------------------------------------------- input
@@ -157,6 +161,11 @@ export class LmtpSession {
   }
 
   private onTimeout(): void {
+    if (this.closed) {
+      // We ended our side and the client has not closed its own: let go of the socket.
+      this.socket.destroy()
+      return
+    }
     if (this.pumping) {
       // Waiting on our own handler, not on the client: arm the timer again when the pump ends.
       this.timerMs = -1
@@ -204,6 +213,7 @@ export class LmtpSession {
         }
         this.resumeSocket()
       }
+      this.resumeSocket()
       this.flush()
       this.pumping = false
       if (this.quitting && !this.closed) this.socket.end()
@@ -268,9 +278,16 @@ export class LmtpSession {
     if (this.closed) return
     this.send(r)
     this.flush()
+    this.endSocket()
+  }
+
+  /** Ends our side; a client that does not close its own within the linger time is cut off. */
+  private endSocket(): void {
     this.closed = true
     this.parser.clear()
     this.socket.end()
+    this.timerMs = -1
+    this.setTimer(CLOSE_LINGER_MS)
   }
 
   private protocolError(r: Reply): void {
@@ -482,9 +499,7 @@ export class LmtpSession {
     this.send(R.bye(this.options.hostname))
     this.flush()
     this.quitting = true
-    this.closed = true
-    this.parser.clear()
-    this.socket.end()
+    this.endSocket()
   }
 
   xforwardCommand(args: string): void {
