@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 export interface PrivateRedis {
   url: string
   dir: string
+  /** The redis-server process (to stop, freeze or kill it in a test). */
+  pid: number
 }
 
 export async function privateRedis(t: { teardown: (fn: () => unknown) => void }, args: string[]): Promise<PrivateRedis> {
@@ -16,11 +18,12 @@ export async function privateRedis(t: { teardown: (fn: () => unknown) => void },
   const child = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, ...args], { stdio: 'ignore' })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   t.teardown(async () => {
+    child.kill('SIGCONT')
     child.kill('SIGKILL')
     await exited
     rmSync(dir, { recursive: true, force: true })
   })
   for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50)
   if (!existsSync(sock)) throw new Error('redis-server did not start (is it installed?)')
-  return { url: `unix://${sock}`, dir }
+  return { url: `unix://${sock}`, dir, pid: child.pid! }
 }
