@@ -2,6 +2,7 @@
  * Wires the parts together and returns something that starts and closes. Tests build this; the
  * process entry point (main.ts) only adds the environment, the logger and signals.
  */
+import { setMaxListeners } from 'node:events'
 import { Redis } from 'ioredis'
 import type { Worker, Queue } from 'bullmq'
 import type { Logger } from 'pino'
@@ -65,6 +66,10 @@ type ConnectionRole = 'app' | 'queue' | 'worker'
  * the safe reply for the mode) rather than wait.
  */
 const COMMAND_TIMEOUT_MS = 5_000
+/** How long one part may take to close at shutdown before it is left behind. */
+const CLOSE_STEP_MS = 3_000
+
+const delay = <T>(ms: number, value: T): Promise<T> => new Promise((resolve) => setTimeout(() => resolve(value), ms).unref())
 
 function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Metrics): Redis {
   const client = new Redis(url, {
@@ -90,17 +95,33 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
   const queueRedis = redisClient(config.redis.url, log, 'queue', metrics)
   const workerRedis = redisClient(config.redis.url, log, 'worker', metrics)
   const closers: (() => Promise<unknown>)[] = []
+  // Each part gets a bounded time to close: a Redis that is gone must not keep the process alive.
   const closeAll = async (): Promise<void> => {
-    for (const close of closers.reverse()) await close().catch((err: unknown) => log.warn({ err }, 'error while closing'))
+    for (const close of closers.reverse()) {
+      const done = close().then(
+        () => true,
+        (err: unknown) => {
+          log.warn({ err }, 'error while closing')
+          return true
+        },
+      )
+      if (!(await Promise.race([done, delay(CLOSE_STEP_MS, false)]))) log.warn('a part did not close in time; going on')
+    }
     closers.length = 0
+  }
+  const closeRedis = (client: Redis) => async (): Promise<void> => {
+    // QUIT on a connection that is not up would wait in the offline queue for a reconnect.
+    if (client.status !== 'ready') return client.disconnect()
+    await Promise.race([client.quit(), delay(CLOSE_STEP_MS, null)])
+    client.disconnect()
   }
   try {
     await redis.connect()
-    closers.push(() => redis.quit())
+    closers.push(closeRedis(redis))
     await queueRedis.connect()
-    closers.push(() => queueRedis.quit())
+    closers.push(closeRedis(queueRedis))
     await workerRedis.connect()
-    closers.push(() => workerRedis.quit())
+    closers.push(closeRedis(workerRedis))
 
     const durability = await probeDurability(redis)
     const checkAccept = (route: Route): void => {
@@ -143,6 +164,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
 
     let worker: Worker<DeliveryJobData, DeliveryJobReturn> | null = null
     const abortJobs = new AbortController()
+    // One listener per attempt in flight (up to WORKER_CONCURRENCY), not a leak.
+    setMaxListeners(0, abortJobs.signal)
     if (hasWorker) {
       const processor = createProcessor({
         routes,
@@ -248,10 +271,10 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             log.warn('jobs still running at the shutdown deadline: aborting their attempts')
             abortJobs.abort()
             // Aborted attempts end at once; only a Redis that does not answer can hold this.
-            const settled = await Promise.race([closing.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 2000).unref())])
+            const settled = await Promise.race([closing.then(() => true), delay(2000, false)])
             if (!settled) {
               log.warn('the worker could not hand its jobs back (Redis?): closing it without waiting')
-              await worker.close(true).catch(() => {})
+              await Promise.race([worker.close(true).catch(() => {}), delay(CLOSE_STEP_MS, null)])
             }
           }
         }

@@ -137,6 +137,7 @@ export class RouteStore {
     this.ownSubscriber = options.subscriber === undefined
     this.subscriber = options.subscriber ?? options.redis.duplicate()
     this.log = options.logger.child({ component: 'routes' })
+    if (this.ownSubscriber) this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route subscriber error'))
     this.current = this.fileTable
     const p = options.prefix
     this.keys = { routes: `${p}:routes`, patterns: `${p}:routes:patterns`, version: `${p}:routes:version`, channel: `${p}:routes:changed` }
