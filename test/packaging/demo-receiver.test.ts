@@ -67,7 +67,12 @@ t.test('verifies Standard Webhooks signatures', async (t) => {
 
   const valid = await post(receiver.base, '/hooks/inbox', signed(current, payload), payload)
   t.equal(valid.status, 200, 'a valid signature is accepted')
-  const logged = receiver.lines.find((l) => l.path === '/hooks/inbox')
+  // The receiver's log line travels through a pipe: it may arrive just after the response.
+  let logged = receiver.lines.find((l) => l.path === '/hooks/inbox')
+  for (let i = 0; i < 100 && logged === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 50))
+    logged = receiver.lines.find((l) => l.path === '/hooks/inbox')
+  }
   t.match(logged, { signature: 'valid', status: 200, rcptTo: 'alice@example.test', subject: 'Hello' }, 'the delivery is logged with its envelope')
 
   t.equal((await post(receiver.base, '/hooks/inbox', signed(previous, payload), payload)).status, 200, 'a second secret (key rotation) is accepted')
