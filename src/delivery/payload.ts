@@ -172,8 +172,9 @@ function addresses(value: AddressObject | AddressObject[] | undefined): MailAddr
 /**
  * Parses a raw message (mailparser's simpleParser). Call it once per transaction: it decodes
  * every part. Attachment contents stay Buffers so each route's cap applies at serialisation.
+ * `sha256` is the hex SHA-256 of `raw` when the caller has it already (computed otherwise).
  */
-export async function parseMessage(raw: Buffer): Promise<ParsedMessage> {
+export async function parseMessage(raw: Buffer, sha256?: string): Promise<ParsedMessage> {
   const mail = await simpleParser(raw, {
     skipHtmlToText: true,
     skipTextToHtml: true,
@@ -210,7 +211,7 @@ export async function parseMessage(raw: Buffer): Promise<ParsedMessage> {
       content: a.content,
     })),
     size: raw.length,
-    sha256: createHash('sha256').update(raw).digest('hex'),
+    sha256: sha256 ?? createHash('sha256').update(raw).digest('hex'),
   }
 }
 

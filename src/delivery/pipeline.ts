@@ -20,7 +20,7 @@ import { waitDurable, type Durability } from './durability.js'
 import { messageParts, type StoredEnvelope } from './request.js'
 import { envelopeInfo } from './payload.js'
 import type { WebhookClient } from './http.js'
-import { decideReply } from './outcome.js'
+import { decideReply, queuedReply } from './outcome.js'
 
 export interface PipelineOptions {
   readonly replyTimeoutMs: number
@@ -41,7 +41,6 @@ export interface PipelineObserver {
 /** WAITAOF's own deadline; it stays under the connection's command timeout. */
 const DURABLE_WAIT_MS = 4_000
 
-export const queuedReply = (rcpt: string): Reply => reply(250, '2.0.0', `<${rcpt}> queued for delivery`)
 export const deferReply = (): Reply => reply(451, '4.3.0', 'Delivery not confirmed in time, try again later')
 export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
 
@@ -113,7 +112,7 @@ export class DeliveryPipeline implements LmtpHandler {
       sha256,
     }
     const anyAccept = routes.some((r) => r.mode === 'accept')
-    const parts = await messageParts(raw, routes)
+    const parts = await messageParts(raw, routes, sha256)
     // Defer-only transactions are removed once answered; the TTL is the safety net.
     const ttl = anyAccept ? this.options.messageTtlMs : Math.max(this.options.replyTimeoutMs * 4, 300_000)
     const replyBy = started + this.options.replyTimeoutMs

@@ -25,11 +25,11 @@ export function requiredFields(route: Route): string[] {
 }
 
 /** Parses the message once and serialises it once per attachment cap the routes use. */
-export async function messageParts(raw: Buffer, routes: readonly Route[]): Promise<Map<string, Buffer>> {
+export async function messageParts(raw: Buffer, routes: readonly Route[], sha256?: string): Promise<Map<string, Buffer>> {
   const parts = new Map<string, Buffer>()
   const caps = new Set(routes.filter((r) => r.format !== 'raw').map((r) => r.maxInlineAttachmentBytes))
   if (caps.size === 0) return parts
-  const parsed = await parseMessage(raw)
+  const parsed = await parseMessage(raw, sha256)
   for (const cap of caps) parts.set(jsonPart(cap), messageJson(parsed, cap))
   return parts
 }
