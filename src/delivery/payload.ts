@@ -318,20 +318,3 @@ export function rawRequestHeaders(envelope: EnvelopeInfo, recipient: PayloadReci
   }
   return headers
 }
-
-/**
- * The request body and content headers of one delivery in the route's format. `parsed` is not
- * needed (and may be omitted) for the `raw` format, so a transaction whose routes are all `raw`
- * need not be parsed at all.
- */
-export function buildRequest(
-  route: PayloadRoute,
-  envelope: EnvelopeInfo,
-  recipient: PayloadRecipient,
-  raw: Buffer,
-  parsed?: ParsedMessage,
-): { headers: Record<string, string>; body: Buffer } {
-  if (route.format === 'raw') return { headers: rawRequestHeaders(envelope, recipient), body: raw }
-  if (parsed === undefined) throw new TypeError(`parsed: required for the ${route.format} format`)
-  return { headers: { 'content-type': 'application/json' }, body: buildJsonBody(parsed, envelope, recipient, route, raw) }
-}
