@@ -150,7 +150,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       connectTimeoutMs: config.delivery.connectTimeoutMs,
     })
     closers.push(() => client.close())
-    const store = new TransactionStore(queueRedis, config.redis.prefix)
+    const store = new TransactionStore(queueRedis, redis, config.redis.prefix)
     const queue = createQueue(queueRedis, config.redis.prefix)
     queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
     closers.push(() => queue.close())

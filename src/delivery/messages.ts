@@ -25,14 +25,20 @@ interface StoreCommands {
 
 export class TransactionStore {
   private readonly local = new Map<string, ReadonlyMap<string, Buffer>>()
-  private readonly redis: Redis & StoreCommands
+  private readonly writer: Redis & StoreCommands
 
+  /**
+   * `writer` stores transactions: the connection the jobs are added on, so Redis has the message
+   * before its jobs, and WAITAOF on it covers both. `reader` (auto-pipelining) reads, extends and
+   * deletes, so a delete shares its write with the other commands of the same tick.
+   */
   constructor(
-    redis: Redis,
+    writer: Redis,
+    private readonly reader: Redis,
     private readonly prefix: string,
   ) {
-    if (!('lmtpWebhookSaveTxn' in redis)) redis.defineCommand('lmtpWebhookSaveTxn', { numberOfKeys: 1, lua: SAVE_SCRIPT })
-    this.redis = redis as Redis & StoreCommands
+    if (!('lmtpWebhookSaveTxn' in writer)) writer.defineCommand('lmtpWebhookSaveTxn', { numberOfKeys: 1, lua: SAVE_SCRIPT })
+    this.writer = writer as Redis & StoreCommands
   }
 
   key(txnId: string): string {
@@ -49,7 +55,7 @@ export class TransactionStore {
     ])
     const args: (string | Buffer)[] = []
     for (const [name, value] of fields) args.push(name, value)
-    await this.redis.lmtpWebhookSaveTxn(key, ttlMs, ...args)
+    await this.writer.lmtpWebhookSaveTxn(key, ttlMs, ...args)
     this.local.set(txnId, fields)
   }
 
@@ -57,7 +63,7 @@ export class TransactionStore {
   async load(txnId: string, names: readonly string[]): Promise<(Buffer | null)[]> {
     const local = this.local.get(txnId)
     if (local && names.every((n) => local.has(n))) return names.map((n) => local.get(n)!)
-    return this.redis.hmgetBuffer(this.key(txnId), ...names)
+    return this.reader.hmgetBuffer(this.key(txnId), ...names)
   }
 
   /** Releases the in-memory copy; Redis keeps the transaction until `remove()` or its TTL. */
@@ -67,11 +73,11 @@ export class TransactionStore {
 
   async remove(txnId: string): Promise<void> {
     this.forget(txnId)
-    await this.redis.del(this.key(txnId))
+    await this.reader.del(this.key(txnId))
   }
 
   /** Extends the retention (a dead-lettered delivery being replayed needs its message). */
   async touch(txnId: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.pexpire(this.key(txnId), ttlMs)) === 1
+    return (await this.reader.pexpire(this.key(txnId), ttlMs)) === 1
   }
 }
