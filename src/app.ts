@@ -3,6 +3,7 @@
  * process entry point (main.ts) only adds the environment, the logger and signals.
  */
 import { setMaxListeners } from 'node:events'
+import type { Socket } from 'node:net'
 import { Redis } from 'ioredis'
 import type { Worker, Queue } from 'bullmq'
 import type { Logger } from 'pino'
@@ -22,6 +23,7 @@ import { probeDurability, type Durability } from './delivery/durability.js'
 import { buildAdminServer, type AdminServer } from './admin/server.js'
 import { DeliveryLog } from './delivery/log.js'
 import { Metrics } from './metrics.js'
+import { coalesceWrites } from './coalesce.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -54,14 +56,15 @@ type ConnectionRole = 'app' | 'queue' | 'worker'
 
 /**
  * Three connections, because their costs differ:
- * - `app` (routes, result channel, delivery log, admin): auto-pipelining, so commands issued in the
- *   same tick share one write; on this machine class the system call, not Redis, is the cost.
- * - `queue` (the BullMQ queue and the transaction store): no auto-pipelining. BullMQ defines 64
- *   scripts on its connection and ioredis copies them all into every pipeline it builds (~50 us
- *   each), which would be paid once per tick. The transaction and its jobs go out on this one
- *   connection in order, so Redis has stored the message before any job for it exists.
+ * - `app` (routes, result channel, delivery log, admin).
+ * - `queue` (the BullMQ queue and the transaction store). The transaction and its jobs go out on
+ *   this one connection in order, so Redis has stored the message before any job for it exists.
  * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
  *   Redis instead of failing commands, as BullMQ requires.
+ * Every one coalesces its writes per event-loop turn (`coalesce.ts`): on this machine class the
+ * system call, not Redis, is the cost. ioredis's auto-pipelining would do it per tick, but it
+ * builds a pipeline object each time and copies every script defined on the connection into it
+ * (BullMQ defines 64, ~50 us).
  * Commands of the LMTP path fail after two retries or `COMMAND_TIMEOUT_MS` (the session then gives
  * the safe reply for the mode) rather than wait.
  */
@@ -77,10 +80,11 @@ function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Me
     // A Redis that stops answering (not refusing) must not hold an LMTP session until the MTA's
     // own timeout: its commands fail, and the session gives the safe reply for the mode.
     commandTimeout: role === 'worker' ? undefined : COMMAND_TIMEOUT_MS,
-    enableAutoPipelining: role === 'app',
     lazyConnect: true,
     connectionName: `lmtp-webhook:${role}`,
   })
+  // ioredis makes a new socket on every (re)connect
+  client.on('connect', () => coalesceWrites(client.stream as Socket))
   client.on('error', (err) => {
     metrics.redisError()
     log.warn({ err: err.message }, 'redis error')

@@ -54,21 +54,6 @@ async function collect(message: Readable): Promise<Buffer> {
   return Buffer.concat(parts, size)
 }
 
-/**
- * Runs `issue` with the connection's socket corked and uncorks it once the promise jobs it started
- * have run: commands issued in that time leave in one write(2). Nothing waits on the cork; a
- * command issued later (or queued while the connection is down) is written as usual.
- */
-function inOneWrite<T>(redis: Redis, issue: () => Promise<T>): Promise<T> {
-  const socket = redis.status === 'ready' ? redis.stream : undefined
-  socket?.cork()
-  try {
-    return issue()
-  } finally {
-    if (socket) process.nextTick(() => socket.uncork())
-  }
-}
-
 export class DeliveryPipeline implements LmtpHandler {
   constructor(
     private readonly routes: RouteLookup,
@@ -151,12 +136,12 @@ export class DeliveryPipeline implements LmtpHandler {
       return { name: route.id, data, opts: jobOptions(ids[i]!, route) }
     })
     // Issued back to back on one connection, without waiting for replies in between: one network
-    // round trip, and Redis has stored the transaction before its jobs exist. The socket is corked
-    // until the commands are queued, so they leave in one write. (`addBulk` would build an ioredis
-    // pipeline, which copies BullMQ's 64 scripts: dearer than the writes it saves.)
+    // round trip and, with the connection's write coalescing, one write; Redis has stored the
+    // transaction before its jobs exist. (`addBulk` would build an ioredis pipeline, which copies
+    // BullMQ's 64 scripts: dearer than the writes it saves.)
     let waited = false
     try {
-      await inOneWrite(this.redis, () => Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => this.queue.add(j.name, j.data, j.opts))]))
+      await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => this.queue.add(j.name, j.data, j.opts))])
       // Accept mode may only say 250 once the jobs are on disk. If that cannot be confirmed, its
       // recipients get 451 below; the defer-mode recipients of the same transaction still get
       // their webhooks' answers (their jobs are queued and will run).
