@@ -61,7 +61,8 @@ type ConnectionRole = 'app' | 'queue' | 'worker'
  *   this one connection in order, so Redis has stored the message before any job for it exists.
  * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
  *   Redis instead of failing commands, as BullMQ requires.
- * Every one coalesces its writes per event-loop turn (`coalesce.ts`): on this machine class the
+ * Each of the three coalesces its writes per event-loop turn (`coalesce.ts`; not the duplicates
+ * made for subscribing and for BullMQ's blocking wait, which write little): on this machine class the
  * system call, not Redis, is the cost. ioredis's auto-pipelining would do it per tick, but it
  * builds a pipeline object each time and copies every script defined on the connection into it
  * (BullMQ defines 64, ~50 us).

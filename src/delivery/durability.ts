@@ -38,12 +38,21 @@ export async function probeDurability(redis: Redis): Promise<Durability> {
   return { aof, version, waitaof, fsyncAlways, durable: aof && (waitaof || fsyncAlways) }
 }
 
-/** Waits until the writes made on `connection` are fsynced to the local AOF. */
-export async function waitDurable(connection: Redis, durability: Durability, timeoutMs: number): Promise<void> {
+/**
+ * Waits until the writes made on `connection` are fsynced to the local AOF. `socket` is the
+ * connection's socket when those writes were issued (`connection.stream`): WAITAOF only covers the
+ * writes of the Redis client it is sent on, so if ioredis has reconnected in between (and would
+ * resend WAITAOF on a client that wrote nothing, which returns at once) durability is not confirmed.
+ */
+export async function waitDurable(connection: Redis, durability: Durability, timeoutMs: number, socket: unknown): Promise<void> {
   if (!durability.waitaof) {
+    // Each write was fsynced before its reply, on whichever connection it was (re)sent.
     if (durability.fsyncAlways) return
     throw new AppError('QUEUE_ERR_NOT_DURABLE', 'Redis has no WAITAOF and appendfsync is not always')
   }
+  const reconnected = (): boolean => connection.stream !== socket
+  if (reconnected()) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
   const reply = (await connection.call('WAITAOF', '1', '0', String(timeoutMs))) as [number, number]
+  if (reconnected()) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
   if (!Array.isArray(reply) || reply[0] < 1) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'WAITAOF timed out before the local fsync')
 }

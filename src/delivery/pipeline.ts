@@ -140,6 +140,7 @@ export class DeliveryPipeline implements LmtpHandler {
     // transaction before its jobs exist. (`addBulk` would build an ioredis pipeline, which copies
     // BullMQ's 64 scripts: dearer than the writes it saves.)
     let waited = false
+    const socket = this.redis.stream // what WAITAOF must still be talking to
     try {
       await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => this.queue.add(j.name, j.data, j.opts))])
       // Accept mode may only say 250 once the jobs are on disk. If that cannot be confirmed, its
@@ -147,7 +148,7 @@ export class DeliveryPipeline implements LmtpHandler {
       // their webhooks' answers (their jobs are queued and will run).
       let durable = true
       if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
-        durable = await waitDurable(this.redis, this.durability, Math.min(DURABLE_WAIT_MS, Math.max(100, replyBy - Date.now()))).then(
+        durable = await waitDurable(this.redis, this.durability, Math.min(DURABLE_WAIT_MS, Math.max(100, replyBy - Date.now())), socket).then(
           () => true,
           (err: unknown) => {
             this.log.error({ err, txn: envelope.id }, 'accept-mode jobs could not be made durable')
