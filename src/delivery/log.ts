@@ -18,7 +18,7 @@ import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { truncateUtf8 } from '../lmtp/reply.js'
-import type { AttemptRecord } from './worker.js'
+import { failureReason, type AttemptRecord } from './worker.js'
 
 export const DELIVERY_STATES = ['delivered', 'deferred', 'rejected', 'retrying', 'dead'] as const
 export type DeliveryState = (typeof DELIVERY_STATES)[number]
@@ -202,13 +202,17 @@ export class DeliveryLog {
       reply: r.reply,
       response: truncateUtf8(r.responseSnippet, RESPONSE_BYTES),
     }
-    return this.write(r.jobId, now, JSON.stringify(attempt), [
+    const state = stateOf(r)
+    const fields = [
       ...this.refFields({ id: r.jobId, txn: r.txn, rcpt: r.rcpt, route: r.route, mode: r.mode }),
-      'state', stateOf(r),
+      'state', state,
       'lastStatus', r.status === undefined ? '' : String(r.status),
       'lastError', r.error ?? '',
       'reply', r.reply,
-    ])
+    ]
+    // A delivery is never shown dead without its reason (the queue's failure event comes later).
+    if (state === 'dead') fields.push('reason', failureReason(r.status, r.error))
+    return this.write(r.jobId, now, JSON.stringify(attempt), fields)
   }
 
   /** Sets the state of a delivery (dead-lettered, replayed), creating its record if needed. */

@@ -45,6 +45,9 @@ export interface ProcessorDeps {
 
 const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
 
+/** Why an attempt that got no usable answer failed: the retry's error and a dead letter's reason. */
+export const failureReason = (status: number | undefined, error: string | undefined): string => `webhook answered ${status ?? error}`
+
 export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Promise<DeliveryJobReturn> {
   return async (job) => {
     const d = job.data
@@ -92,7 +95,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
     // not turn an answered attempt into a failed job (accept mode would send it again).
     if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status }).catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
     if (d.mode === 'accept') {
-      if (decision.outcome === 'temporary') throw new RetryableDeliveryError(`webhook answered ${result.status ?? result.error?.code}`, result.retryAfterMs)
+      if (decision.outcome === 'temporary') throw new RetryableDeliveryError(failureReason(result.status, result.error?.code), result.retryAfterMs)
       // A permanent refusal is kept as a dead letter even when the session may have passed it on:
       // the worker cannot know whether the MTA heard it or was told "queued" (deadline, lost
       // result), and only the dead letter keeps the second case from losing the mail silently.

@@ -46,6 +46,7 @@ t.test('states follow the attempts: retrying, then dead or delivered', async (t)
   t.equal(dead.attempts, 2)
   t.equal(dead.lastStatus, null)
   t.equal(dead.lastError, 'HOOK_ERR_TIMEOUT')
+  t.equal(dead.reason, 'webhook answered HOOK_ERR_TIMEOUT', 'shown dead with its reason at once, before the queue reports the failure')
   t.same(dead.attemptLog.map((a) => [a.attempt, a.status, a.error, a.response]), [[1, 503, null, 'busy'], [2, null, 'HOOK_ERR_TIMEOUT', '']])
 
   await log.record(attempt('d', { mode: 'defer', status: 500, outcome: 'temporary', final: true }))
