@@ -55,7 +55,7 @@ export interface App {
 type ConnectionRole = 'app' | 'queue' | 'worker'
 
 /**
- * Three connections, because their costs differ:
+ * Three connections, because their roles differ:
  * - `app` (routes, result channel, delivery log, admin).
  * - `queue` (the BullMQ queue and the transaction store). The transaction and its jobs go out on
  *   this one connection in order, so Redis has stored the message before any job for it exists.

@@ -50,9 +50,11 @@ export async function waitDurable(connection: Redis, durability: Durability, tim
     if (durability.fsyncAlways) return
     throw new AppError('QUEUE_ERR_NOT_DURABLE', 'Redis has no WAITAOF and appendfsync is not always')
   }
-  const reconnected = (): boolean => connection.stream !== socket
-  if (reconnected()) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
+  const sameClient = (): void => {
+    if (connection.stream !== socket) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
+  }
+  sameClient()
   const reply = (await connection.call('WAITAOF', '1', '0', String(timeoutMs))) as [number, number]
-  if (reconnected()) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
+  sameClient()
   if (!Array.isArray(reply) || reply[0] < 1) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'WAITAOF timed out before the local fsync')
 }

@@ -30,7 +30,7 @@ export class TransactionStore {
   /**
    * `writer` stores transactions: the connection the jobs are added on, so Redis has the message
    * before its jobs, and WAITAOF on it covers both. `reader` (the app connection) reads, extends and
-   * deletes, so a delete shares its write with the other commands of the same tick.
+   * deletes, so a delete shares its write with the delivery log's.
    */
   constructor(
     writer: Redis,
