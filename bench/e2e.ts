@@ -36,7 +36,12 @@ process.on('exit', cleanup)
 process.on('SIGINT', () => process.exit(130))
 
 /** Starts a child and resolves with the first line matching `ready` on its stdout. */
-async function startChild(command: string, args: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+async function startChild(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
   const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
   children.push(child)
   let out = ''
@@ -66,12 +71,34 @@ async function stop(child: ChildProcess): Promise<void> {
 
 function ensureBuilt(): void {
   const main = join(ROOT, 'dist/main.js')
-  const newest = Math.max(...execFileSync('find', [join(ROOT, 'src'), '-name', '*.ts', '-newer', existsSync(main) ? main : join(ROOT, 'package.json')], { encoding: 'utf8' }).split('\n').filter(Boolean).map((f) => statSync(f).mtimeMs), 0)
+  const newest = Math.max(
+    ...execFileSync('find', [join(ROOT, 'src'), '-name', '*.ts', '-newer', existsSync(main) ? main : join(ROOT, 'package.json')], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map((f) => statSync(f).mtimeMs),
+    0,
+  )
   if (!existsSync(main) || newest > 0) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' })
 }
 
 function smtpSource(port: number, messages: number, rcpts: number): number {
-  const args = ['-L', '-d', '-s', String(SESSIONS), '-m', String(messages), '-l', String(SIZE), '-r', String(rcpts), '-f', 'sender@bench.test', '-t', 'user@example.com', `127.0.0.1:${port}`]
+  const args = [
+    '-L',
+    '-d',
+    '-s',
+    String(SESSIONS),
+    '-m',
+    String(messages),
+    '-l',
+    String(SIZE),
+    '-r',
+    String(rcpts),
+    '-f',
+    'sender@bench.test',
+    '-t',
+    'user@example.com',
+    `127.0.0.1:${port}`,
+  ]
   const t0 = performance.now()
   execFileSync('smtp-source', args, { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 })
   return (messages * 1000) / (performance.now() - t0)
@@ -85,7 +112,11 @@ interface Latency {
 }
 
 async function paced(port: number, rate: number, rcpts: number): Promise<Latency> {
-  const out = execFileSync(process.execPath, ['--import', 'tsx', 'bench/e2e/paced-client.ts', String(port), String(rate), String(SESSIONS), String(rcpts), String(LATENCY_SECONDS)], { cwd: ROOT, encoding: 'utf8', timeout: 600_000 })
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', 'bench/e2e/paced-client.ts', String(port), String(rate), String(SESSIONS), String(rcpts), String(LATENCY_SECONDS)],
+    { cwd: ROOT, encoding: 'utf8', timeout: 600_000 },
+  )
   const result = JSON.parse(out) as { sent: number; failed: number; latenciesMs: number[] }
   const sorted = result.latenciesMs.sort((a, b) => a - b)
   const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
@@ -150,7 +181,9 @@ async function cpuOf<T>(pids: number[], redis: Redis | null, units: number, work
 async function privateAofRedis(): Promise<{ url: string; child: ChildProcess }> {
   const dir = mkdtempSync(join(work, 'redis-'))
   const sock = join(dir, 'redis.sock')
-  const child = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always'], { stdio: 'ignore' })
+  const child = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always'], {
+    stdio: 'ignore',
+  })
   children.push(child)
   for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50)
   return { url: `unix://${sock}`, child }
@@ -161,11 +194,24 @@ function serviceSystem(name: string, mode: 'defer' | 'accept', webhookUrl: strin
     name,
     async start() {
       const routes = join(work, `routes-${mode}.yaml`)
-      writeFileSync(routes, `routes:\n  - { id: bench, match: "*@example.com", url: "${webhookUrl}", mode: ${mode}, secret: "whsec_${randomBytes(32).toString('base64')}" }\n`)
+      writeFileSync(
+        routes,
+        `routes:\n  - { id: bench, match: "*@example.com", url: "${webhookUrl}", mode: ${mode}, secret: "whsec_${randomBytes(32).toString('base64')}" }\n`,
+      )
       const redis = mode === 'accept' ? await privateAofRedis() : null
       const prefix = `bench-${randomBytes(4).toString('hex')}`
       const redisUrl = redis?.url ?? 'redis://127.0.0.1:6379'
-      const env = { ROUTES_FILE: routes, REDIS_URL: redisUrl, REDIS_PREFIX: prefix, LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', LMTP_DOMAINS: 'example.com', LOG_LEVEL: 'info', LMTP_MAX_CONNECTIONS: '2000' }
+      const env = {
+        ROUTES_FILE: routes,
+        REDIS_URL: redisUrl,
+        REDIS_PREFIX: prefix,
+        LMTP_HOST: '127.0.0.1',
+        LMTP_PORT: '0',
+        ADMIN_PORT: 'off',
+        LMTP_DOMAINS: 'example.com',
+        LOG_LEVEL: 'info',
+        LMTP_MAX_CONNECTIONS: '2000',
+      }
       // split: one listener process and one worker process (ROLE), so the service can use two cores
       const worker = split ? await startChild(process.execPath, ['dist/main.js'], { ...env, ROLE: 'worker', LMTP_PORT: 'off' }, /lmtp-webhook started/) : null
       const { child, match } = await startChild(process.execPath, ['dist/main.js'], { ...env, ROLE: split ? 'listener' : 'all' }, /"lmtpPort":(\d+)/)
@@ -237,7 +283,12 @@ async function measure(system: System, rcpts: number): Promise<Row> {
 async function queueFloor(): Promise<Cpu> {
   const url = 'redis://127.0.0.1:6379'
   const jobs = Math.max(2000, MESSAGES)
-  const { child } = await startChild(process.execPath, ['--import', 'tsx', 'bench/e2e/queue-floor.ts', url, `bench-floor-${randomBytes(4).toString('hex')}`, String(jobs), String(SESSIONS)], {}, /^warm\n/m)
+  const { child } = await startChild(
+    process.execPath,
+    ['--import', 'tsx', 'bench/e2e/queue-floor.ts', url, `bench-floor-${randomBytes(4).toString('hex')}`, String(jobs), String(SESSIONS)],
+    {},
+    /^warm\n/m,
+  )
   const redis = new Redis(url)
   try {
     let out = ''
@@ -280,13 +331,19 @@ async function main(): Promise<void> {
   await stop(receiver.child)
 
   const floor = await queueFloor()
-  process.stdout.write(`  BullMQ alone (add, worker with a no-op processor, finish; the service's flow): ${floor.machine.toFixed(0)} us of machine CPU per job = ${floor.service.toFixed(0)} Node + ${floor.redis.toFixed(0)} Redis + the rest\n`)
+  process.stdout.write(
+    `  BullMQ alone (add, worker with a no-op processor, finish; the service's flow): ${floor.machine.toFixed(0)} us of machine CPU per job = ${floor.service.toFixed(0)} Node + ${floor.redis.toFixed(0)} Redis + the rest\n`,
+  )
 
   const find = (name: string, rcpts: number): Row => rows.find((r) => r.system.startsWith(name) && r.rcpts === rcpts)!
-  process.stdout.write('\n| system | rcpts | msgs/s | vs naive | p50 ms | p99 ms (at half peak) | CPU us/msg: machine | service | Redis |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n')
+  process.stdout.write(
+    '\n| system | rcpts | msgs/s | vs naive | p50 ms | p99 ms (at half peak) | CPU us/msg: machine | service | Redis |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n',
+  )
   for (const r of rows) {
     const naive = find('naive', r.rcpts)
-    process.stdout.write(`| ${r.system} | ${r.rcpts} | ${r.rate.toFixed(0)} | ${(r.rate / naive.rate).toFixed(2)}x | ${r.latency.p50.toFixed(1)} | ${r.latency.p99.toFixed(1)} | ${r.cpu.machine.toFixed(0)} | ${r.cpu.service.toFixed(0)} | ${r.cpu.redis.toFixed(0)} |\n`)
+    process.stdout.write(
+      `| ${r.system} | ${r.rcpts} | ${r.rate.toFixed(0)} | ${(r.rate / naive.rate).toFixed(2)}x | ${r.latency.p50.toFixed(1)} | ${r.latency.p99.toFixed(1)} | ${r.cpu.machine.toFixed(0)} | ${r.cpu.service.toFixed(0)} | ${r.cpu.redis.toFixed(0)} |\n`,
+    )
   }
   // On a machine whose cores are all busy, messages per second follow the machine's CPU time per
   // message. One BullMQ job per recipient adds at least the floor per recipient to what the naive

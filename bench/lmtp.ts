@@ -145,7 +145,23 @@ function cpuSeconds(pid: number): number {
 
 /** One smtp-source run; resolves with messages per second (wall time of the whole run). */
 async function load(port: number, messages: number, recipients: number, sessions = SESSIONS, size = SIZE, keep = true): Promise<number> {
-  const args = ['-L', '-s', String(sessions), '-m', String(messages), '-r', String(recipients), '-l', String(size), '-M', 'bench.test', '-f', 'sender@example.org', '-t', 'rcpt@example.com']
+  const args = [
+    '-L',
+    '-s',
+    String(sessions),
+    '-m',
+    String(messages),
+    '-r',
+    String(recipients),
+    '-l',
+    String(size),
+    '-M',
+    'bench.test',
+    '-f',
+    'sender@example.org',
+    '-t',
+    'rcpt@example.com',
+  ]
   if (keep) args.push('-d')
   const started = process.hrtime.bigint()
   const child = spawn(SMTP_SOURCE, [...args, `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -228,12 +244,25 @@ async function compare(servers: readonly Running[], title: string, load: Load): 
     const cpu = (name: string): number => median(samples.get(name)!.map((x) => x.cpu))
     const r = { vsSink: rate('ours') / rate('smtp-sink'), vsPeer: rate('ours') / rate('smtp-server') }
     ratios.push(r)
-    rows.push([String(recipients), fmt(rate('ours')), fmt(rate('smtp-sink')), fmt(rate('smtp-server')), fmt(r.vsSink, 2), fmt(r.vsPeer, 2), `${fmt(cpu('ours'))} / ${fmt(cpu('smtp-sink'))} / ${fmt(cpu('smtp-server'))}`])
+    rows.push([
+      String(recipients),
+      fmt(rate('ours')),
+      fmt(rate('smtp-sink')),
+      fmt(rate('smtp-server')),
+      fmt(r.vsSink, 2),
+      fmt(r.vsPeer, 2),
+      `${fmt(cpu('ours'))} / ${fmt(cpu('smtp-sink'))} / ${fmt(cpu('smtp-server'))}`,
+    ])
     const runs = [...samples].map(([name, x]) => `${name} ${x.map((y) => fmt(y.rate)).join('/')}`).join('; ')
     process.stderr.write(`  ${title}, ${recipients} rcpt, msgs/s per run: ${runs}\n`)
   }
   console.log(`\n${title}: ${SESSIONS} sessions, ${fmt(SIZE)}-octet messages, ${fmt(MESSAGES)} messages, median of ${REPEAT}`)
-  console.log(table(['rcpt/msg', 'ours msg/s', 'smtp-sink msg/s', 'smtp-server msg/s', 'ours/smtp-sink', 'ours/smtp-server', 'server CPU us/msg (ours / sink / server)'], rows))
+  console.log(
+    table(
+      ['rcpt/msg', 'ours msg/s', 'smtp-sink msg/s', 'smtp-server msg/s', 'ours/smtp-sink', 'ours/smtp-server', 'server CPU us/msg (ours / sink / server)'],
+      rows,
+    ),
+  )
   return ratios
 }
 

@@ -142,9 +142,10 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
 
     const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }) })
     closers.push(() => routes.close())
-    for (const r of routes.list()) if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
-      log.warn({ route: r.id }, 'accept-mode route on a Redis that is not durable')
-    }
+    for (const r of routes.list())
+      if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
+        log.warn({ route: r.id }, 'accept-mode route on a Redis that is not durable')
+      }
 
     const hasListener = config.role !== 'worker'
     const hasWorker = config.role !== 'listener'
@@ -186,7 +187,13 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         },
         signal: abortJobs.signal,
       })
-      worker = createWorker(workerRedis, config.redis.prefix, config.delivery.workerConcurrency, processor, (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000)
+      worker = createWorker(
+        workerRedis,
+        config.redis.prefix,
+        config.delivery.workerConcurrency,
+        processor,
+        (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000,
+      )
       worker.on('error', (err) => log.warn({ err }, 'worker error'))
       // A job that failed for good (not one that will be retried) is a dead letter.
       worker.on('failed', (job, err) => {

@@ -80,7 +80,19 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
   return n
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 }
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+  gib: 1024 ** 3,
+}
 
 /** Byte sizes: `26214400`, `25MiB`, `512k`. Binary units. */
 export function parseSize(raw: string): number | null {
@@ -126,7 +138,10 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
 function list(env: Env, name: string): string[] {
   const raw = optional(env, name)
   if (raw === null) return []
-  return raw.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
 }
 
 function port(env: Env, name: string, fallback: number): number | null {
@@ -183,7 +198,8 @@ function readTokens(env: Env): string[] {
     }
   }
   for (const t of tokens) {
-    if (t.length < 16 || /\s/.test(t)) fail(file !== null ? 'ADMIN_TOKENS_FILE' : 'ADMIN_TOKENS', 'tokens of at least 16 characters without spaces', '<redacted>')
+    if (t.length < 16 || /\s/.test(t))
+      fail(file !== null ? 'ADMIN_TOKENS_FILE' : 'ADMIN_TOKENS', 'tokens of at least 16 characters without spaces', '<redacted>')
   }
   return tokens
 }
@@ -201,7 +217,8 @@ export function loadConfig(env: Env): Config {
   for (const d of domains) if (!DOMAIN.test(d)) fail('LMTP_DOMAINS', 'a comma-separated list of domain names, or *', d)
 
   const logLevel = str(env, 'LOG_LEVEL', 'info')
-  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) fail('LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent', logLevel)
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel))
+    fail('LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent', logLevel)
 
   let redisUrl = str(env, 'REDIS_URL', 'redis://127.0.0.1:6379')
   if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redisUrl)) fail('REDIS_URL', 'a redis://, rediss:// or unix:///path URL', redisUrl)

@@ -38,10 +38,13 @@ async function main(): Promise<void> {
     if (stopping) return
     stopping = true
     log.info({ signal }, 'shutting down')
-    const hard = setTimeout(() => {
-      log.error('shutdown took too long, exiting')
-      process.exit(1)
-    }, config.lmtp.shutdownTimeoutMs * 2 + 5000)
+    const hard = setTimeout(
+      () => {
+        log.error('shutdown took too long, exiting')
+        process.exit(1)
+      },
+      config.lmtp.shutdownTimeoutMs * 2 + 5000,
+    )
     hard.unref()
     app.close().then(
       () => {

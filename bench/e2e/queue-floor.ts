@@ -44,7 +44,11 @@ async function session(count: number): Promise<void> {
   for (let i = 0; i < count; i++) {
     const id = `j${next++}`
     const done = new Promise<void>((resolve) => waiting.set(id, resolve))
-    await queue.add('floor', { txn: id, rcpt: 'user@example.com', route: 'bench', mode: 'defer', replyTo: 'x', replyBy: Date.now() + 30_000 }, { jobId: id, attempts: 1, removeOnComplete: true, removeOnFail: true })
+    await queue.add(
+      'floor',
+      { txn: id, rcpt: 'user@example.com', route: 'bench', mode: 'defer', replyTo: 'x', replyBy: Date.now() + 30_000 },
+      { jobId: id, attempts: 1, removeOnComplete: true, removeOnFail: true },
+    )
     await done
     waiting.delete(id)
   }

@@ -24,7 +24,7 @@ let left = messages
 /** Counts the final lines of complete replies in `text`. */
 function finalReplies(text: string): number {
   let n = 0
-  for (let i = 0; ; ) {
+  for (let i = 0; ;) {
     const end = text.indexOf('\r\n', i)
     if (end === -1) return n
     if (text[i + 3] === ' ') n++

@@ -51,7 +51,10 @@ function checkSignature(headers, body) {
   if (!id || !timestamp || !signature) return 'missing webhook-id, webhook-timestamp or webhook-signature'
   if (!/^\d+$/.test(timestamp)) return 'webhook-timestamp is not a number of seconds'
   if (Math.abs(Date.now() / 1000 - Number(timestamp)) > tolerance) return 'webhook-timestamp outside the tolerance'
-  const candidates = signature.split(' ').filter((s) => s.startsWith('v1,')).map((s) => Buffer.from(s.slice(3), 'base64'))
+  const candidates = signature
+    .split(' ')
+    .filter((s) => s.startsWith('v1,'))
+    .map((s) => Buffer.from(s.slice(3), 'base64'))
   for (const key of keys) {
     const expected = createHmac('sha256', key).update(`${id}.${timestamp}.`).update(body).digest()
     if (candidates.some((c) => c.length === expected.length && timingSafeEqual(c, expected))) return null

@@ -48,7 +48,11 @@ export function adminError(code: AdminErrorCode, message: string, details?: Reco
 }
 
 function body(code: AdminErrorCode, message: string, details?: Record<string, unknown>): MappedError {
-  return { status: ADMIN_STATUS[code], body: { error: { code, message, ...(details === undefined ? {} : { details }) } }, internal: code === 'ADMIN_ERR_INTERNAL' }
+  return {
+    status: ADMIN_STATUS[code],
+    body: { error: { code, message, ...(details === undefined ? {} : { details }) } },
+    internal: code === 'ADMIN_ERR_INTERNAL',
+  }
 }
 
 interface SchemaError {
@@ -63,7 +67,10 @@ export function validationProblems(part: string, errors: readonly SchemaError[])
   const lines: string[] = []
   for (const e of errors) {
     if (e.keyword === 'additionalProperties') continue // reported at the property itself
-    const path = (e.instancePath ?? '').split('/').filter((s) => s !== '').join('.')
+    const path = (e.instancePath ?? '')
+      .split('/')
+      .filter((s) => s !== '')
+      .join('.')
     const field = path === '' ? part : path
     if (e.keyword === 'boolean') {
       lines.push(`${field}: unknown ${part === 'querystring' ? 'query parameter' : 'field'}`)
@@ -82,7 +89,9 @@ const PART_NAMES: Record<string, string> = { querystring: 'query', params: 'path
 
 function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: unknown; message?: unknown }
-  return e?.name === 'MaxRetriesPerRequestError' || (typeof e?.message === 'string' && /Connection is closed|Stream isn't writeable|ECONNREFUSED/.test(e.message))
+  return (
+    e?.name === 'MaxRetriesPerRequestError' || (typeof e?.message === 'string' && /Connection is closed|Stream isn't writeable|ECONNREFUSED/.test(e.message))
+  )
 }
 
 /** The status and body to answer for any error. */

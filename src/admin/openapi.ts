@@ -17,9 +17,10 @@ export const PAYLOAD_SCHEMA_FILE = 'webhook-payload.schema.json'
 export const PAYLOAD_SCHEMA_PATH = fileURLToPath(new URL(`../../openapi/${PAYLOAD_SCHEMA_FILE}`, import.meta.url))
 
 const signatureHeaders = {
-  'webhook-id': 'Stable id of this message for this recipient and route (an idempotency key); equals the body\'s `id`.',
+  'webhook-id': "Stable id of this message for this recipient and route (an idempotency key); equals the body's `id`.",
   'webhook-timestamp': 'Seconds since the epoch at the time of the attempt.',
-  'webhook-signature': 'Space-separated `v1,<base64 HMAC-SHA256>` of `<webhook-id>.<webhook-timestamp>.<body>`, one per route secret; absent when the route has none.',
+  'webhook-signature':
+    'Space-separated `v1,<base64 HMAC-SHA256>` of `<webhook-id>.<webhook-timestamp>.<body>`, one per route secret; absent when the route has none.',
 }
 
 export const OPENAPI_OPTIONS: FastifyDynamicSwaggerOptions = {
@@ -42,10 +43,16 @@ export const OPENAPI_OPTIONS: FastifyDynamicSwaggerOptions = {
     webhooks: {
       delivery: {
         post: {
-          summary: 'A message for one recipient, sent to the route\'s URL',
+          summary: "A message for one recipient, sent to the route's URL",
           description:
             'Formats `json` and `json+raw` send this body; format `raw` sends the message itself (`message/rfc822`) with the envelope in headers. The HTTP status decides the recipient\'s LMTP reply; a JSON answer `{"smtp": {"code", "enhanced", "message"}}` may refine it within the same class.',
-          parameters: Object.entries(signatureHeaders).map(([name, description]) => ({ name, in: 'header', required: name !== 'webhook-signature', description, schema: { type: 'string' } })),
+          parameters: Object.entries(signatureHeaders).map(([name, description]) => ({
+            name,
+            in: 'header',
+            required: name !== 'webhook-signature',
+            description,
+            schema: { type: 'string' },
+          })),
           requestBody: {
             required: true,
             content: { 'application/json': { schema: { $ref: `./${PAYLOAD_SCHEMA_FILE}` } } },

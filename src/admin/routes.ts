@@ -38,7 +38,10 @@ export function routesApi(ctx: AdminContext) {
    * make it durable: accept mode makes this service the party responsible for the mail.
    */
   const checkDefinition = (definition: unknown, id?: string): void => {
-    const input = id !== undefined && definition !== null && typeof definition === 'object' && !Array.isArray(definition) && !('id' in definition) ? { ...definition, id } : definition
+    const input =
+      id !== undefined && definition !== null && typeof definition === 'object' && !Array.isArray(definition) && !('id' in definition)
+        ? { ...definition, id }
+        : definition
     const route = parseRoute(input, 'route', 'api')
     if (route.mode !== 'accept' || ctx.durability.durable || ctx.config.redis.allowAcceptWithoutAof) return
     throw adminError(
@@ -49,77 +52,111 @@ export function routesApi(ctx: AdminContext) {
   }
 
   return async (app: AdminFastify): Promise<void> => {
-    app.get('/v1/routes', {
-      schema: { tags: TAGS, summary: 'List routes', description: 'File routes first (file order), then API routes by id.', response: { 200: RouteListSchema, ...errors(401) } },
-    }, async () => ({ routes: ctx.routes.list().map(shown) }))
-
-    app.get('/v1/routes/:id', {
-      schema: { tags: TAGS, summary: 'Read a route', params: RouteIdParams, response: { 200: ref(RouteSchema), ...errors(401, 404) } },
-    }, async (req) => {
-      const route = ctx.routes.get(req.params.id)
-      if (!route) throw notFound(req.params.id)
-      return shown(route)
-    })
-
-    app.post('/v1/routes', {
-      schema: {
-        tags: TAGS,
-        summary: 'Create a route',
-        description: 'Stored in Redis and used by every replica within a second. 409 when the id or the pattern is taken (by a file route too), or for mode "accept" on a Redis that is not durable.',
-        body: ref(RouteDefinitionSchema),
-        response: { 201: ref(RouteSchema), ...errors(400, 401, 409, 413, 415) },
+    app.get(
+      '/v1/routes',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'List routes',
+          description: 'File routes first (file order), then API routes by id.',
+          response: { 200: RouteListSchema, ...errors(401) },
+        },
       },
-    }, async (req, res) => {
-      checkDefinition(req.body)
-      const route: Route = await ctx.routes.create(req.body)
-      return res.code(201).header('location', `/v1/routes/${encodeURIComponent(route.id)}`).send(shown(route))
-    })
+      async () => ({ routes: ctx.routes.list().map(shown) }),
+    )
 
-    app.put('/v1/routes/:id', {
-      schema: {
-        tags: TAGS,
-        summary: 'Replace a route',
-        description: 'Replaces the whole definition (secrets included: send them again to keep them). File routes are read-only (409 ADMIN_ERR_READ_ONLY).',
-        params: RouteIdParams,
-        body: ref(RouteReplacementSchema),
-        response: { 200: ref(RouteSchema), ...errors(400, 401, 404, 409, 413, 415) },
+    app.get(
+      '/v1/routes/:id',
+      {
+        schema: { tags: TAGS, summary: 'Read a route', params: RouteIdParams, response: { 200: ref(RouteSchema), ...errors(401, 404) } },
       },
-    }, async (req) => {
-      checkDefinition(req.body, req.params.id)
-      return shown(await ctx.routes.replace(req.params.id, req.body))
-    })
+      async (req) => {
+        const route = ctx.routes.get(req.params.id)
+        if (!route) throw notFound(req.params.id)
+        return shown(route)
+      },
+    )
 
-    app.delete('/v1/routes/:id', {
-      schema: {
-        tags: TAGS,
-        summary: 'Delete a route',
-        description: 'Recipients it matched are refused (550 5.1.1) from then on; queued deliveries through it fail. File routes are read-only (409).',
-        params: RouteIdParams,
-        response: { 204: { type: 'null', description: 'Deleted.' }, ...errors(401, 404, 409) },
+    app.post(
+      '/v1/routes',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Create a route',
+          description:
+            'Stored in Redis and used by every replica within a second. 409 when the id or the pattern is taken (by a file route too), or for mode "accept" on a Redis that is not durable.',
+          body: ref(RouteDefinitionSchema),
+          response: { 201: ref(RouteSchema), ...errors(400, 401, 409, 413, 415) },
+        },
       },
-    }, async (req, res) => {
-      await ctx.routes.delete(req.params.id)
-      return res.code(204).send(null)
-    })
+      async (req, res) => {
+        checkDefinition(req.body)
+        const route: Route = await ctx.routes.create(req.body)
+        return res
+          .code(201)
+          .header('location', `/v1/routes/${encodeURIComponent(route.id)}`)
+          .send(shown(route))
+      },
+    )
 
-    app.post('/v1/routes/:id/test', {
-      schema: {
-        tags: TAGS,
-        summary: 'Send a test delivery',
-        description: 'Sends a small generated message to the route\'s webhook now, built and signed as a real delivery (webhook-id prefixed "test_"), and answers what the MTA would have been told. Nothing is queued or stored.',
-        params: RouteIdParams,
-        body: TestDeliveryBodySchema,
-        response: { 200: ref(TestDeliveryResultSchema), ...errors(400, 401, 404) },
+    app.put(
+      '/v1/routes/:id',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Replace a route',
+          description: 'Replaces the whole definition (secrets included: send them again to keep them). File routes are read-only (409 ADMIN_ERR_READ_ONLY).',
+          params: RouteIdParams,
+          body: ref(RouteReplacementSchema),
+          response: { 200: ref(RouteSchema), ...errors(400, 401, 404, 409, 413, 415) },
+        },
       },
-    }, async (req) => {
-      const route = ctx.routes.get(req.params.id)
-      if (!route) throw notFound(req.params.id)
-      return sendTestDelivery(route, {
-        client: ctx.client,
-        hostname: ctx.config.lmtp.hostname,
-        webhookTimeoutMs: ctx.config.delivery.webhookTimeoutMs,
-        rcpt: req.body?.rcpt,
-      })
-    })
+      async (req) => {
+        checkDefinition(req.body, req.params.id)
+        return shown(await ctx.routes.replace(req.params.id, req.body))
+      },
+    )
+
+    app.delete(
+      '/v1/routes/:id',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Delete a route',
+          description: 'Recipients it matched are refused (550 5.1.1) from then on; queued deliveries through it fail. File routes are read-only (409).',
+          params: RouteIdParams,
+          response: { 204: { type: 'null', description: 'Deleted.' }, ...errors(401, 404, 409) },
+        },
+      },
+      async (req, res) => {
+        await ctx.routes.delete(req.params.id)
+        return res.code(204).send(null)
+      },
+    )
+
+    app.post(
+      '/v1/routes/:id/test',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Send a test delivery',
+          description:
+            'Sends a small generated message to the route\'s webhook now, built and signed as a real delivery (webhook-id prefixed "test_"), and answers what the MTA would have been told. Nothing is queued or stored.',
+          params: RouteIdParams,
+          body: TestDeliveryBodySchema,
+          response: { 200: ref(TestDeliveryResultSchema), ...errors(400, 401, 404) },
+        },
+      },
+      async (req) => {
+        const route = ctx.routes.get(req.params.id)
+        if (!route) throw notFound(req.params.id)
+        return sendTestDelivery(route, {
+          client: ctx.client,
+          hostname: ctx.config.lmtp.hostname,
+          webhookTimeoutMs: ctx.config.delivery.webhookTimeoutMs,
+          rcpt: req.body?.rcpt,
+        })
+      },
+    )
   }
 }

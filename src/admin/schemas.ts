@@ -21,7 +21,9 @@ export const ErrorSchema = Type.Object(
       {
         code: Type.String({ description: 'Stable error code (ADMIN_ERR_*); branch on it, not on the message.', examples: ['ADMIN_ERR_VALIDATION'] }),
         message: Type.String({ description: 'What went wrong, naming the field when a field is wrong.' }),
-        details: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'Structured context, such as `problems` (one line per field) or `field`.' })),
+        details: Type.Optional(
+          Type.Object({}, { additionalProperties: true, description: 'Structured context, such as `problems` (one line per field) or `field`.' }),
+        ),
       },
       { additionalProperties: false },
     ),
@@ -35,13 +37,12 @@ export const RouteSchema = Type.Object(
     match: Type.String({ description: 'Normalised recipient pattern.' }),
     url: Type.String(),
     format: Type.Enum(['json', 'json+raw', 'raw']),
-    headers: Type.Record(Type.String(), Type.String(), { description: 'Extra request headers (names lower-cased); values of credential-like headers are shown as "[redacted]".' }),
+    headers: Type.Record(Type.String(), Type.String(), {
+      description: 'Extra request headers (names lower-cased); values of credential-like headers are shown as "[redacted]".',
+    }),
     timeoutMs: Type.Optional(Type.Integer({ description: 'Deadline of one attempt; absent: the service default (WEBHOOK_TIMEOUT).' })),
     mode: Type.Enum(['defer', 'accept']),
-    retry: Type.Object(
-      { attempts: Type.Integer(), backoffMs: Type.Integer(), maxDelayMs: Type.Integer() },
-      { additionalProperties: false },
-    ),
+    retry: Type.Object({ attempts: Type.Integer(), backoffMs: Type.Integer(), maxDelayMs: Type.Integer() }, { additionalProperties: false }),
     maxInlineAttachmentBytes: Type.Integer(),
     recipientCheckUrl: Type.Optional(Type.String()),
     replies: Type.Record(
@@ -67,7 +68,14 @@ export const RouteIdParams = Type.Object({ id: Type.String({ description: 'Route
 
 export const TestDeliveryBodySchema = Type.Object(
   {
-    rcpt: Type.Optional(Type.String({ minLength: 3, maxLength: 320, pattern: '^[^\\s@<>]+@[^\\s@<>]+$', description: 'Recipient address to put in the envelope; by default one derived from the route pattern.' })),
+    rcpt: Type.Optional(
+      Type.String({
+        minLength: 3,
+        maxLength: 320,
+        pattern: '^[^\\s@<>]+@[^\\s@<>]+$',
+        description: 'Recipient address to put in the envelope; by default one derived from the route pattern.',
+      }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -91,7 +99,8 @@ export const TestDeliveryResultSchema = Type.Object(
 )
 
 export const DeliveryStateSchema = Type.Enum([...DELIVERY_STATES], {
-  description: 'delivered; deferred (defer mode: the MTA was told 4xx and retries); rejected (permanent failure the MTA was told); retrying (accept mode, or replayed); dead (accept mode: out of attempts or rejected after "queued": replay with POST .../retry).',
+  description:
+    'delivered; deferred (defer mode: the MTA was told 4xx and retries); rejected (permanent failure the MTA was told); retrying (accept mode, or replayed); dead (accept mode: out of attempts or rejected after "queued": replay with POST .../retry).',
 })
 
 const nullableInt = Type.Union([Type.Integer(), Type.Null()])
@@ -133,7 +142,9 @@ export const DeliveryDetailSchema = Type.Object(
   {
     ...deliveryProperties,
     attemptLog: Type.Array(ref(AttemptSchema), { description: 'Attempts, oldest first.' }),
-    queueState: Type.Union([Type.String(), Type.Null()], { description: 'State of the job in the queue now (failed = dead letter), null when it is no longer queued.' }),
+    queueState: Type.Union([Type.String(), Type.Null()], {
+      description: 'State of the job in the queue now (failed = dead letter), null when it is no longer queued.',
+    }),
   },
   { $id: 'DeliveryDetail', additionalProperties: false },
 )
@@ -159,10 +170,7 @@ export const DeliveryListSchema = Type.Object(
 
 export const DeliveryIdParams = Type.Object({ id: Type.String({ maxLength: 200, description: 'Delivery id (the `id` of a listed delivery).' }) })
 
-export const RetryResultSchema = Type.Object(
-  { id: Type.String(), state: Type.Literal('retrying') },
-  { additionalProperties: false },
-)
+export const RetryResultSchema = Type.Object({ id: Type.String(), state: Type.Literal('retrying') }, { additionalProperties: false })
 
 export const HealthSchema = Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false })
 
@@ -182,7 +190,17 @@ export const ReadinessSchema = Type.Object(
 )
 
 /** Schemas registered with `addSchema` (and listed under components.schemas). */
-export const SHARED_SCHEMAS: readonly TSchema[] = [ErrorSchema, RouteDefinitionSchema, RouteReplacementSchema, RouteSchema, TestDeliveryResultSchema, DeliverySchema, AttemptSchema, DeliveryDetailSchema, ReadinessSchema]
+export const SHARED_SCHEMAS: readonly TSchema[] = [
+  ErrorSchema,
+  RouteDefinitionSchema,
+  RouteReplacementSchema,
+  RouteSchema,
+  TestDeliveryResultSchema,
+  DeliverySchema,
+  AttemptSchema,
+  DeliveryDetailSchema,
+  ReadinessSchema,
+]
 
 /** Error responses by status, for route schemas. */
 export function errors(...statuses: number[]): Record<number, TSchema> {

@@ -92,44 +92,61 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
     check ??= tokenCheck(tokens)
     if (check(req.headers.authorization)) return
     res.header('www-authenticate', 'Bearer realm="lmtp-webhook"')
-    throw adminError('ADMIN_ERR_UNAUTHORIZED', req.headers.authorization === undefined ? 'authorization: expected "Bearer <token>", got nothing' : 'authorization: expected "Bearer <token>" with a valid token')
+    throw adminError(
+      'ADMIN_ERR_UNAUTHORIZED',
+      req.headers.authorization === undefined
+        ? 'authorization: expected "Bearer <token>", got nothing'
+        : 'authorization: expected "Bearer <token>" with a valid token',
+    )
   })
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema)
   await fastify.register(swagger, OPENAPI_OPTIONS)
 
-  fastify.get('/healthz', {
-    schema: { tags: ['operations'], summary: 'Liveness', description: 'The process is up.', response: { 200: HealthSchema } },
-  }, async () => ({ status: 'ok' as const }))
+  fastify.get(
+    '/healthz',
+    {
+      schema: { tags: ['operations'], summary: 'Liveness', description: 'The process is up.', response: { 200: HealthSchema } },
+    },
+    async () => ({ status: 'ok' as const }),
+  )
 
-  fastify.get('/readyz', {
-    schema: {
-      tags: ['operations'],
-      summary: 'Readiness',
-      description: '200 when started, Redis is reachable and LMTP is listening; 503 otherwise, and from the moment shutdown begins.',
-      response: {
-        200: ref(ReadinessSchema),
-        503: ref(ReadinessSchema),
+  fastify.get(
+    '/readyz',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Readiness',
+        description: '200 when started, Redis is reachable and LMTP is listening; 503 otherwise, and from the moment shutdown begins.',
+        response: {
+          200: ref(ReadinessSchema),
+          503: ref(ReadinessSchema),
+        },
       },
     },
-  }, async (_req, res) => {
-    const checks = { started: ctx.health.ready(), redis: ctx.health.redis(), lmtp: ctx.health.lmtp() }
-    const ok = checks.started && checks.redis && checks.lmtp
-    return res.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks })
-  })
-
-  fastify.get('/metrics', {
-    schema: {
-      tags: ['operations'],
-      summary: 'Prometheus metrics',
-      description: 'Text exposition format. Not behind the bearer token: restrict it at the network level.',
-      produces: ['text/plain'],
-      response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+    async (_req, res) => {
+      const checks = { started: ctx.health.ready(), redis: ctx.health.redis(), lmtp: ctx.health.lmtp() }
+      const ok = checks.started && checks.redis && checks.lmtp
+      return res.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', checks })
     },
-  }, async (_req, res) => {
-    const { contentType, body } = await ctx.metrics.render()
-    return res.header('content-type', contentType).send(body)
-  })
+  )
+
+  fastify.get(
+    '/metrics',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics',
+        description: 'Text exposition format. Not behind the bearer token: restrict it at the network level.',
+        produces: ['text/plain'],
+        response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      },
+    },
+    async (_req, res) => {
+      const { contentType, body } = await ctx.metrics.render()
+      return res.header('content-type', contentType).send(body)
+    },
+  )
 
   fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger())
   const payloadSchema = loadPayloadSchema()

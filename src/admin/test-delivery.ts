@@ -22,7 +22,10 @@ export interface TestDeliveryResult {
 /** A recipient the route's pattern matches: the address itself, or `test` in place of each `*`. */
 export function sampleRecipient(pattern: string): string {
   if (pattern === '*') return 'test@example.com'
-  return pattern.replace('+*@', '+test@').replace(/^\*@\*\./, 'test@test.').replace(/^\*@/, 'test@')
+  return pattern
+    .replace('+*@', '+test@')
+    .replace(/^\*@\*\./, 'test@test.')
+    .replace(/^\*@/, 'test@')
 }
 
 /** The generated message: plain text, a few lines, CRLF line ends. */
@@ -74,7 +77,12 @@ export async function sendTestDelivery(route: Route, options: TestDeliveryOption
   const fields = requiredFields(route).map((f) => available.get(f) ?? null)
   const webhookId = `test_${randomBytes(16).toString('base64url')}`
   const request = buildRequest(route, fields, rcpt, webhookId)
-  const result = await options.client.attempt({ url: route.url, headers: request.headers, body: request.body, deadlineMs: route.timeoutMs ?? options.webhookTimeoutMs })
+  const result = await options.client.attempt({
+    url: route.url,
+    headers: request.headers,
+    body: request.body,
+    deadlineMs: route.timeoutMs ?? options.webhookTimeoutMs,
+  })
   const decision = decideReply(result, route, rcpt)
   const text = typeof decision.reply.text === 'string' ? decision.reply.text : decision.reply.text.join(' ')
   return {

@@ -51,7 +51,8 @@ export async function waitDurable(connection: Redis, durability: Durability, tim
     throw new AppError('QUEUE_ERR_NOT_DURABLE', 'Redis has no WAITAOF and appendfsync is not always')
   }
   const sameClient = (): void => {
-    if (connection.stream !== socket) throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
+    if (connection.stream !== socket)
+      throw new AppError('QUEUE_ERR_NOT_DURABLE', 'the Redis connection was re-established after the writes; WAITAOF cannot cover them')
   }
   sameClient()
   const reply = (await connection.call('WAITAOF', '1', '0', String(timeoutMs))) as [number, number]

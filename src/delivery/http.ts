@@ -158,7 +158,11 @@ export class WebhookClient {
       error: { code, message },
     })
     const failure = (err: unknown): AttemptResult => {
-      if (timedOut) return fail('HOOK_ERR_TIMEOUT', `webhook attempt exceeded its ${request.deadlineMs} ms deadline${status === undefined ? '' : ' while reading the response body'}`)
+      if (timedOut)
+        return fail(
+          'HOOK_ERR_TIMEOUT',
+          `webhook attempt exceeded its ${request.deadlineMs} ms deadline${status === undefined ? '' : ' while reading the response body'}`,
+        )
       if (request.signal?.aborted) return fail('HOOK_ERR_ABORTED', 'webhook attempt was cancelled')
       const appError = findAppError(err)
       if (appError?.code === 'HOOK_ERR_DESTINATION_DENIED') return fail('HOOK_ERR_DESTINATION_DENIED', appError.message)

@@ -205,10 +205,14 @@ export class DeliveryLog {
     const state = stateOf(r)
     const fields = [
       ...this.refFields({ id: r.jobId, txn: r.txn, rcpt: r.rcpt, route: r.route, mode: r.mode }),
-      'state', state,
-      'lastStatus', r.status === undefined ? '' : String(r.status),
-      'lastError', r.error ?? '',
-      'reply', r.reply,
+      'state',
+      state,
+      'lastStatus',
+      r.status === undefined ? '' : String(r.status),
+      'lastError',
+      r.error ?? '',
+      'reply',
+      r.reply,
     ]
     // A delivery is never shown dead without its reason (the queue's failure event comes later).
     if (state === 'dead') fields.push('reason', failureReason(r.status, r.error))
@@ -235,7 +239,10 @@ export class DeliveryLog {
   /** Removes a delivery's record; false when there was none. */
   async delete(id: string): Promise<boolean> {
     const results = await this.redis.multi().del(this.key('d', id), this.key('a', id)).zrem(this.index, id).exec()
-    const [[, deleted], [, unindexed]] = (results ?? [[null, 0], [null, 0]]) as [[unknown, number], [unknown, number]]
+    const [[, deleted], [, unindexed]] = (results ?? [
+      [null, 0],
+      [null, 0],
+    ]) as [[unknown, number], [unknown, number]]
     return deleted > 0 || unindexed > 0
   }
 

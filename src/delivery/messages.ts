@@ -48,11 +48,7 @@ export class TransactionStore {
   /** Stores a transaction in one command. `parts` are named serialised forms (e.g. `json:<cap>`). */
   async save(txnId: string, raw: Buffer, envelope: StoredEnvelope, parts: ReadonlyMap<string, Buffer>, ttlMs: number): Promise<void> {
     const key = this.key(txnId)
-    const fields = new Map<string, Buffer>([
-      ['raw', raw],
-      ['env', Buffer.from(JSON.stringify(envelope))],
-      ...parts,
-    ])
+    const fields = new Map<string, Buffer>([['raw', raw], ['env', Buffer.from(JSON.stringify(envelope))], ...parts])
     const args: (string | Buffer)[] = []
     for (const [name, value] of fields) args.push(name, value)
     await this.writer.lmtpWebhookSaveTxn(key, ttlMs, ...args)

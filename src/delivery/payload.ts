@@ -280,7 +280,14 @@ export function buildJsonBody(parsed: ParsedMessage, envelope: EnvelopeInfo, rec
  * The same body from the `message` object already serialised (`messageJson`), as stored for the
  * workers: only the recipient's own parts are written, the rest is spliced in.
  */
-export function spliceJsonBody(message: Buffer, size: number, envelope: EnvelopeInfo, recipient: PayloadRecipient, format: 'json' | 'json+raw', raw?: Buffer): Buffer {
+export function spliceJsonBody(
+  message: Buffer,
+  size: number,
+  envelope: EnvelopeInfo,
+  recipient: PayloadRecipient,
+  format: 'json' | 'json+raw',
+  raw?: Buffer,
+): Buffer {
   if (format === 'json+raw' && raw === undefined) throw new TypeError('raw: required for the json+raw format')
   const head = `{"id":${JSON.stringify(recipient.webhookId)},"envelope":{"mailFrom":${JSON.stringify(envelope.mailFrom)},"rcptTo":${JSON.stringify(recipient.address)},`
   const parts = [Buffer.from(head), envelopeRest(envelope), Buffer.from('},"message":'), message, Buffer.from(`,"size":${size}`)]

@@ -45,7 +45,12 @@ function secretKeys(route: Route): Buffer[] {
  * The signed request for one recipient. `fields` are the values of `requiredFields(route)`, in
  * that order; the caller has checked none is missing.
  */
-export function buildRequest(route: Route, fields: readonly (Buffer | null)[], rcpt: string, webhookId: string): { headers: Record<string, string>; body: Buffer } {
+export function buildRequest(
+  route: Route,
+  fields: readonly (Buffer | null)[],
+  rcpt: string,
+  webhookId: string,
+): { headers: Record<string, string>; body: Buffer } {
   const envBuf = fields[0]
   if (!envBuf || fields.some((f) => f === null)) throw new AppError('QUEUE_ERR_MESSAGE_GONE')
   const envelope = JSON.parse(envBuf.toString('utf8')) as StoredEnvelope

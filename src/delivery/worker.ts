@@ -65,12 +65,21 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
     if (!route || fields.some((f) => f === null)) {
       const what = !route ? 'Route was removed' : 'Stored message expired'
       log.warn(what)
-      if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' }).catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
+      if (first)
+        await deps.channel
+          .publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' })
+          .catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
       if (d.mode === 'accept') throw new UnrecoverableError(what)
       return { outcome: 'temporary' }
     }
     const request = buildRequest(route, fields, d.rcpt, d.webhookId)
-    const result = await deps.client.attempt({ url: route.url, headers: request.headers, body: request.body, deadlineMs: route.timeoutMs ?? deps.webhookTimeoutMs, signal: deps.signal })
+    const result = await deps.client.attempt({
+      url: route.url,
+      headers: request.headers,
+      body: request.body,
+      deadlineMs: route.timeoutMs ?? deps.webhookTimeoutMs,
+      signal: deps.signal,
+    })
     const decision = decideReply(result, route, d.rcpt)
     const attempt = job.attemptsMade + 1
     const lastAttempt = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
@@ -93,7 +102,10 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
     })
     // Best effort: a lost result makes the session time out, which gives the safe reply. It must
     // not turn an answered attempt into a failed job (accept mode would send it again).
-    if (first) await deps.channel.publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status }).catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
+    if (first)
+      await deps.channel
+        .publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status })
+        .catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
     if (d.mode === 'accept') {
       if (decision.outcome === 'temporary') throw new RetryableDeliveryError(failureReason(result.status, result.error?.code), result.retryAfterMs)
       // A permanent refusal is kept as a dead letter even when the session may have passed it on:

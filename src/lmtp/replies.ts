@@ -11,8 +11,7 @@ export const senderOk = (address: string): Reply => reply(250, '2.1.0', `Sender 
 export const recipientOk = (address: string): Reply => reply(250, '2.1.5', `Recipient <${address}> OK`)
 export const chunkOk = (size: number): Reply => reply(250, '2.0.0', `${size} octets received`)
 export const cannotVrfy = (): Reply => reply(252, '2.5.0', 'Cannot VRFY user; send some mail and delivery will be attempted')
-export const help = (): Reply =>
-  reply(214, '2.0.0', ['Commands: LHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT XFORWARD', 'See RFC 2033 (LMTP)'])
+export const help = (): Reply => reply(214, '2.0.0', ['Commands: LHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT XFORWARD', 'See RFC 2033 (LMTP)'])
 export const startData = (): Reply => reply(354, undefined, 'Start mail input; end with <CRLF>.<CRLF>')
 
 export const shuttingDown = (host: string): Reply => reply(421, '4.3.2', `${host} service shutting down, closing connection`)

@@ -31,7 +31,10 @@ const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]| {2}|^ | $/
 export function sanitizeText(text: string): string {
   // Most text is already clean (the engine's own replies): test once before rewriting.
   if (!UNSAFE.test(text)) return text
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').replace(/ {2,}/g, ' ').trim()
+  return text
+    .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
+    .replace(/ {2,}/g, ' ')
+    .trim()
 }
 
 /** Cuts a string so its UTF-8 encoding fits `maxBytes`, never splitting a character. */

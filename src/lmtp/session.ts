@@ -243,7 +243,6 @@ export class LmtpSession {
     this.forceClose(R.localError())
   }
 
-
   private dispatch(event: ParserEvent): void | Promise<void> {
     switch (event.type) {
       case 'line':
@@ -617,7 +616,10 @@ export class LmtpSession {
   private checkReplies(outcome: readonly Reply[] | undefined, count: number, txnId: string): Reply[] {
     if (outcome === undefined) return Array.from({ length: count }, () => R.localError())
     if (!Array.isArray(outcome) || outcome.length !== count) {
-      this.log.error({ txn: txnId, expected: count, got: Array.isArray(outcome) ? outcome.length : typeof outcome }, 'data handler returned the wrong number of replies')
+      this.log.error(
+        { txn: txnId, expected: count, got: Array.isArray(outcome) ? outcome.length : typeof outcome },
+        'data handler returned the wrong number of replies',
+      )
     }
     const replies: Reply[] = []
     for (let i = 0; i < count; i++) {
@@ -651,7 +653,11 @@ export class LmtpSession {
    * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
    * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
    */
-  private verdict<T>(call: () => T | Promise<T>, apply: (v: T | undefined) => void, pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined): void | Promise<void> {
+  private verdict<T>(
+    call: () => T | Promise<T>,
+    apply: (v: T | undefined) => void,
+    pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined,
+  ): void | Promise<void> {
     const check = (v: T): void => {
       const r = v === undefined || v === null ? undefined : pick(v)
       if (r !== undefined && !isFinalReply(r)) {

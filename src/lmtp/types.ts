@@ -74,7 +74,11 @@ export interface LmtpHandler {
    * RCPT TO, after the domain check: return a 4xx/5xx reply to reject; a 2xx reply or nothing to
    * accept, optionally with a context kept with the recipient.
    */
-  recipient?(recipient: { address: string; domain: string }, sender: Sender, session: SessionInfo): Promise<RecipientVerdict | undefined | void> | RecipientVerdict | undefined | void
+  recipient?(
+    recipient: { address: string; domain: string },
+    sender: Sender,
+    session: SessionInfo,
+  ): Promise<RecipientVerdict | undefined | void> | RecipientVerdict | undefined | void
   /**
    * End of DATA / BDAT LAST. `message` streams the unstuffed message with backpressure; it errors
    * (code LMTP_ERR_ABORTED or LMTP_ERR_SIZE) if the client disconnects or the size limit is passed,

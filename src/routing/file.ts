@@ -42,16 +42,24 @@ export function parseRoutesFile(text: string, path: string): Route[] {
     }
     const sameId = ids.get(route.id)
     if (sameId !== undefined) {
-      throw new AppError('ROUTE_ERR_DUPLICATE', `${path}: ${where} (id "${route.id}"): id: already used by routes[${sameId}]`, { file: path, field: 'id', id: route.id })
+      throw new AppError('ROUTE_ERR_DUPLICATE', `${path}: ${where} (id "${route.id}"): id: already used by routes[${sameId}]`, {
+        file: path,
+        field: 'id',
+        id: route.id,
+      })
     }
     const samePattern = patterns.get(route.match)
     if (samePattern !== undefined) {
-      throw new AppError('ROUTE_ERR_DUPLICATE', `${path}: ${where} (id "${route.id}"): match: "${route.match}" is already the pattern of routes[${samePattern}] (id "${routes[samePattern]!.id}")`, {
-        file: path,
-        field: 'match',
-        id: route.id,
-        conflictingId: routes[samePattern]!.id,
-      })
+      throw new AppError(
+        'ROUTE_ERR_DUPLICATE',
+        `${path}: ${where} (id "${route.id}"): match: "${route.match}" is already the pattern of routes[${samePattern}] (id "${routes[samePattern]!.id}")`,
+        {
+          file: path,
+          field: 'match',
+          id: route.id,
+          conflictingId: routes[samePattern]!.id,
+        },
+      )
     }
     ids.set(route.id, i)
     patterns.set(route.match, i)

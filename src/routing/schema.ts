@@ -51,7 +51,9 @@ const HttpUrl = (description: string) => Type.String({ pattern: HTTP_URL, maxLen
 export const RouteReplySchema = Type.Object(
   {
     code: Type.Integer({ minimum: 200, maximum: 599, description: 'LMTP reply code, 2xx, 4xx or 5xx.' }),
-    enhanced: Type.Optional(Type.String({ pattern: '^[245]\\.\\d{1,3}\\.\\d{1,3}$', description: 'Enhanced status code (RFC 3463) of the same class, such as 5.1.1.' })),
+    enhanced: Type.Optional(
+      Type.String({ pattern: '^[245]\\.\\d{1,3}\\.\\d{1,3}$', description: 'Enhanced status code (RFC 3463) of the same class, such as 5.1.1.' }),
+    ),
     message: Type.Optional(Type.String({ maxLength: LIMITS.replyMessage, description: 'Reply text.' })),
   },
   { additionalProperties: false },
@@ -64,7 +66,9 @@ export const RouteDefinitionSchema = Type.Object(
     url: HttpUrl('Delivery webhook: http(s) URL with a host and no credentials.'),
     format: Type.Optional(Type.Enum(['json', 'json+raw', 'raw'], { default: 'json', description: 'Request body format.' })),
     secret: Type.Optional(Secret),
-    secrets: Type.Optional(Type.Array(Secret, { minItems: 1, maxItems: 10, description: 'Signing secrets, newest first (key rotation): every one signs each request.' })),
+    secrets: Type.Optional(
+      Type.Array(Secret, { minItems: 1, maxItems: 10, description: 'Signing secrets, newest first (key rotation): every one signs each request.' }),
+    ),
     headers: Type.Optional(
       Type.Record(Type.String({ pattern: HEADER_NAME }), Type.String({ pattern: HEADER_VALUE, maxLength: LIMITS.headerValue }), {
         additionalProperties: false,
@@ -73,11 +77,18 @@ export const RouteDefinitionSchema = Type.Object(
       }),
     ),
     timeout: Type.Optional(Duration('Deadline of one webhook attempt: milliseconds, or a string such as "10s".')),
-    mode: Type.Optional(Type.Enum(['defer', 'accept'], { default: 'defer', description: 'defer: a failed delivery is a 4xx for the MTA to retry; accept: 250 at once, retried here.' })),
+    mode: Type.Optional(
+      Type.Enum(['defer', 'accept'], {
+        default: 'defer',
+        description: 'defer: a failed delivery is a 4xx for the MTA to retry; accept: 250 at once, retried here.',
+      }),
+    ),
     retry: Type.Optional(
       Type.Object(
         {
-          attempts: Type.Optional(Type.Integer({ minimum: LIMITS.attempts.min, maximum: LIMITS.attempts.max, default: 10, description: 'Attempts in all (accept mode).' })),
+          attempts: Type.Optional(
+            Type.Integer({ minimum: LIMITS.attempts.min, maximum: LIMITS.attempts.max, default: 10, description: 'Attempts in all (accept mode).' }),
+          ),
           backoff: Type.Optional(Duration('Delay before the first retry; doubles each retry.', '30s')),
           maxDelay: Type.Optional(Duration('Longest delay between two retries.', '1h')),
         },
@@ -147,8 +158,20 @@ export const DEFAULTS = {
 
 // Hop-by-hop (RFC 9110 section 7.6.1) and the ones the service sets itself.
 const RESERVED_HEADERS = new Set([
-  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer',
-  'transfer-encoding', 'upgrade', 'expect', 'host', 'content-type', 'content-length', 'user-agent',
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+  'host',
+  'content-type',
+  'content-length',
+  'user-agent',
 ])
 
 const validator = Compile(RouteDefinitionSchema)
@@ -184,7 +207,7 @@ const SECRET_FIELD = /^(secret|secrets(\.\*)?|headers\.\*)$/
 const MAP_FIELDS = new Set(['secrets', 'headers', 'replies'])
 /** What the keys of a map field may be. */
 const KEY_EXPECTED: Record<string, string> = {
-  headers: 'a header name (letters, digits and !#$%&\'*+.^_`|~-)',
+  headers: "a header name (letters, digits and !#$%&'*+.^_`|~-)",
   replies: 'a key that is an HTTP status from 200 to 599 ("404"), a class ("4xx"), "timeout" or "error"',
 }
 
@@ -221,7 +244,10 @@ function fieldPath(segments: readonly string[]): FieldPath {
 
 function pointerSegments(pointer: string): string[] {
   if (pointer === '') return []
-  return pointer.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
 }
 
 function valueAt(input: unknown, segments: readonly string[]): unknown {
@@ -234,7 +260,8 @@ function valueAt(input: unknown, segments: readonly string[]): unknown {
 }
 
 function describeGot(path: FieldPath, value: unknown): string {
-  if (value !== undefined && SECRET_FIELD.test(path.pattern)) return `a value of ${typeof value === 'string' ? `${value.length} characters` : typeof value} (not shown)`
+  if (value !== undefined && SECRET_FIELD.test(path.pattern))
+    return `a value of ${typeof value === 'string' ? `${value.length} characters` : typeof value} (not shown)`
   return shown(value)
 }
 
@@ -292,7 +319,8 @@ function httpUrl(problems: Problems, field: string, raw: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.add(field, 'an http(s) URL', shown(raw))
   else if (url.hostname === '') problems.add(field, 'an http(s) URL with a host', shown(raw))
-  else if (url.username !== '' || url.password !== '') problems.add(field, 'an http(s) URL without credentials (put them in headers, such as Authorization)', `a URL with user info for ${url.host}`)
+  else if (url.username !== '' || url.password !== '')
+    problems.add(field, 'an http(s) URL without credentials (put them in headers, such as Authorization)', `a URL with user info for ${url.host}`)
   return url.href
 }
 
@@ -404,7 +432,8 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
   let maxInline = DEFAULTS.maxInlineAttachmentBytes
   if (def.maxInlineAttachmentBytes !== undefined) {
     const n = typeof def.maxInlineAttachmentBytes === 'number' ? def.maxInlineAttachmentBytes : parseSize(def.maxInlineAttachmentBytes)
-    if (n === null || n > LIMITS.maxInlineAttachmentBytes.max) problems.add('maxInlineAttachmentBytes', `${EXPECTED.maxInlineAttachmentBytes}, at most 1GiB`, shown(def.maxInlineAttachmentBytes))
+    if (n === null || n > LIMITS.maxInlineAttachmentBytes.max)
+      problems.add('maxInlineAttachmentBytes', `${EXPECTED.maxInlineAttachmentBytes}, at most 1GiB`, shown(def.maxInlineAttachmentBytes))
     else maxInline = n
   }
   const replies = checkReplies(problems, def.replies)
@@ -444,7 +473,10 @@ export function routeToDefinition(route: Route): RouteDefinition {
   if (route.recipientCheckUrl !== undefined) def.recipientCheckUrl = route.recipientCheckUrl
   if (Object.keys(route.replies).length > 0) {
     def.replies = Object.fromEntries(
-      Object.entries(route.replies).map(([k, r]) => [k, { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), ...(r.message === undefined ? {} : { message: r.message }) }]),
+      Object.entries(route.replies).map(([k, r]) => [
+        k,
+        { code: r.code, ...(r.enhanced === undefined ? {} : { enhanced: r.enhanced }), ...(r.message === undefined ? {} : { message: r.message }) },
+      ]),
     )
   }
   return def

@@ -192,7 +192,12 @@ export class RouteStore {
   async create(definition: unknown): Promise<Route> {
     const route = parseRoute(definition, 'route', 'api')
     this.checkFileConflicts(route, undefined)
-    const [status, detail] = await runScript(this.redis, CREATE, this.keyList(), [route.id, route.match, JSON.stringify(routeToDefinition(route)), this.keys.channel])
+    const [status, detail] = await runScript(this.redis, CREATE, this.keyList(), [
+      route.id,
+      route.match,
+      JSON.stringify(routeToDefinition(route)),
+      this.keys.channel,
+    ])
     if (status === 'id') throw duplicateError(route, 'id', detail, false)
     if (status === 'match') throw duplicateError(route, 'match', detail, false)
     await this.reloadUntil(Number(detail))
@@ -210,12 +215,20 @@ export class RouteStore {
       const given = (input as { id?: unknown }).id
       if (given === undefined) input = { ...input, id }
       else if (given !== id) {
-        throw new AppError('ROUTE_ERR_INVALID', `route (id "${id}"): id: expected "${id}" (the id of the route being replaced), got ${JSON.stringify(given)}`, { route: id, field: 'id' })
+        throw new AppError('ROUTE_ERR_INVALID', `route (id "${id}"): id: expected "${id}" (the id of the route being replaced), got ${JSON.stringify(given)}`, {
+          route: id,
+          field: 'id',
+        })
       }
     }
     const route = parseRoute(input, 'route', 'api')
     this.checkFileConflicts(route, id)
-    const [status, detail] = await runScript(this.redis, REPLACE, this.keyList(), [route.id, route.match, JSON.stringify(routeToDefinition(route)), this.keys.channel])
+    const [status, detail] = await runScript(this.redis, REPLACE, this.keyList(), [
+      route.id,
+      route.match,
+      JSON.stringify(routeToDefinition(route)),
+      this.keys.channel,
+    ])
     if (status === 'missing') throw new AppError('ROUTE_ERR_NOT_FOUND', `route "${id}" not found`, { id })
     if (status === 'match') throw duplicateError(route, 'match', detail, false)
     await this.reloadUntil(Number(detail))

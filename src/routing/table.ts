@@ -85,9 +85,7 @@ export class RouteTable {
     const { address: normal, local, domain } = addressParts(address)
     if (domain === '') return this.exact.get(normal) ?? this.any
     const found =
-      this.exact.get(normal) ??
-      (this.subaddress.size > 0 ? this.subaddress.get(`${baseLocal(local)}@${domain}`) : undefined) ??
-      this.domain.get(domain)
+      this.exact.get(normal) ?? (this.subaddress.size > 0 ? this.subaddress.get(`${baseLocal(local)}@${domain}`) : undefined) ?? this.domain.get(domain)
     if (found) return found
     if (this.subdomain.size > 0) {
       for (let dot = domain.indexOf('.'); dot >= 0; dot = domain.indexOf('.', dot + 1)) {

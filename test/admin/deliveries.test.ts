@@ -29,9 +29,16 @@ t.test('the delivery log shows delivered and deferred deliveries, filtered', asy
   t.equal(byRoute.ok.txn, byRoute.down.txn)
 
   const delivered = await fetch(`${base}/v1/deliveries?state=delivered`, { headers: { authorization: `Bearer ${TOKEN}` } })
-  t.same(((await delivered.json()) as any).deliveries.map((d: any) => d.route), ['ok'])
+  t.same(
+    ((await delivered.json()) as any).deliveries.map((d: any) => d.route),
+    ['ok'],
+  )
   const byRecipient = await api({ method: 'GET', url: '/v1/deliveries?recipient=DOWN@example.com' })
-  t.same(byRecipient.json().deliveries.map((d: any) => d.route), ['down'], 'recipient filter is case-insensitive')
+  t.same(
+    byRecipient.json().deliveries.map((d: any) => d.route),
+    ['down'],
+    'recipient filter is case-insensitive',
+  )
   const none = await api({ method: 'GET', url: '/v1/deliveries?route=ok&state=dead' })
   t.same(none.json().deliveries, [])
 
@@ -50,7 +57,10 @@ t.test('the delivery log shows delivered and deferred deliveries, filtered', asy
 
   const removed = await fetch(`${base}/v1/deliveries/${encodeURIComponent(byRoute.ok.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` } })
   t.equal(removed.status, 204)
-  t.same((await api({ method: 'GET', url: '/v1/deliveries' })).json().deliveries.map((d: any) => d.route), ['down'])
+  t.same(
+    (await api({ method: 'GET', url: '/v1/deliveries' })).json().deliveries.map((d: any) => d.route),
+    ['down'],
+  )
   t.equal((await api({ method: 'DELETE', url: `/v1/deliveries/${encodeURIComponent(byRoute.ok.id)}` })).statusCode, 404)
 })
 
@@ -63,7 +73,11 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
   })
   const { api, base, lmtpPort, app, prefix } = await startAdmin(t, { REDIS_URL: redis.url })
   t.equal(app.durability.durable, true, 'AOF with appendfsync always is durable')
-  const created = await api({ method: 'POST', url: '/v1/routes', payload: { id: 'acc', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 2, backoff: '100ms', maxDelay: '1s' } } })
+  const created = await api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: { id: 'acc', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 2, backoff: '100ms', maxDelay: '1s' } },
+  })
   t.equal(created.statusCode, 201, created.body)
 
   const out = await converse(lmtpPort!, transaction(['dead@example.com']))
@@ -75,7 +89,13 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
   t.match(dead.reason, /503/)
   const detail = (await api({ method: 'GET', url: `/v1/deliveries/${dead.id}` })).json()
   t.equal(detail.queueState, 'failed', 'kept in the queue as a failed job')
-  t.same(detail.attemptLog.map((a: any) => [a.attempt, a.status, a.response]), [[1, 503, 'down for maintenance'], [2, 503, 'down for maintenance']])
+  t.same(
+    detail.attemptLog.map((a: any) => [a.attempt, a.status, a.response]),
+    [
+      [1, 503, 'down for maintenance'],
+      [2, 503, 'down for maintenance'],
+    ],
+  )
   t.equal(hook.requests.length, 2)
 
   healthy = true
@@ -97,7 +117,10 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
   // A dead letter whose stored message expired cannot be replayed.
   healthy = false
   await converse(lmtpPort!, transaction(['expired@example.com']))
-  const second = await until('the second dead letter', async () => (await api({ method: 'GET', url: '/v1/deliveries?state=dead&recipient=expired@example.com' })).json().deliveries[0])
+  const second = await until(
+    'the second dead letter',
+    async () => (await api({ method: 'GET', url: '/v1/deliveries?state=dead&recipient=expired@example.com' })).json().deliveries[0],
+  )
   const client = new Redis(redis.url)
   t.teardown(() => client.quit())
   t.equal(await client.del(`${prefix}:txn:${second.txn}`), 1)
@@ -116,7 +139,11 @@ t.test('a delivery waiting for its next retry is not dead: 409, and deleting it 
   const redis = await privateRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always'])
   const hook = await webhook(t, 503)
   const { api, lmtpPort, app } = await startAdmin(t, { REDIS_URL: redis.url })
-  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'slow', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } } })
+  await api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: { id: 'slow', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } },
+  })
   await converse(lmtpPort!, transaction(['later@example.com']))
   const waiting = await until('the first attempt', async () => (await api({ method: 'GET', url: '/v1/deliveries?state=retrying' })).json().deliveries[0])
   await until('the job to wait for its retry', async () => (await app.queue.getJob(waiting.id))?.getState().then((s) => s === 'delayed'))
@@ -133,7 +160,11 @@ t.test('with the log turned off (DELIVERY_LOG_MAX=0) a queued delivery is still 
   const redis = await privateRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always'])
   const hook = await webhook(t, 503)
   const { api, lmtpPort, app } = await startAdmin(t, { REDIS_URL: redis.url, DELIVERY_LOG_MAX: '0' })
-  await api({ method: 'POST', url: '/v1/routes', payload: { id: 'nolog', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } } })
+  await api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: { id: 'nolog', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } },
+  })
   await converse(lmtpPort!, transaction(['quiet@example.com']))
   const job = await until('the job to wait for its retry', async () => (await app.queue.getJobs(['delayed']))[0])
   t.same((await api({ method: 'GET', url: '/v1/deliveries' })).json(), { deliveries: [], nextCursor: null }, 'nothing logged')

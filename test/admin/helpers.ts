@@ -44,7 +44,9 @@ export async function until<T>(what: string, probe: () => Promise<T> | T, ms = 1
 }
 
 export const transaction = (rcpts: string[], subject = 'admin test'): string =>
-  'LHLO mta.test\r\nMAIL FROM:<sender@x.test>\r\n' + rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('') + `DATA\r\nSubject: ${subject}\r\nMessage-ID: <${Math.random()}@x.test>\r\n\r\nhello\r\n.\r\nQUIT\r\n`
+  'LHLO mta.test\r\nMAIL FROM:<sender@x.test>\r\n' +
+  rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('') +
+  `DATA\r\nSubject: ${subject}\r\nMessage-ID: <${Math.random()}@x.test>\r\n\r\nhello\r\n.\r\nQUIT\r\n`
 
 /** The reply lines after the data, one per recipient. */
 export function dataReplies(output: string): string[] {

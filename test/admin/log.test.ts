@@ -40,14 +40,22 @@ t.test('states follow the attempts: retrying, then dead or delivered', async (t)
   const { log } = await setup(t, { max: 100 })
   await log.record(attempt('a', { attempt: 1, status: 503, outcome: 'temporary', reply: '451 4.3.0', final: false, responseSnippet: 'busy' }))
   t.equal((await log.get('a'))!.state, 'retrying')
-  await log.record(attempt('a', { attempt: 2, status: undefined, error: 'HOOK_ERR_TIMEOUT', outcome: 'temporary', reply: '451 4.3.0', final: true, responseSnippet: '' }))
+  await log.record(
+    attempt('a', { attempt: 2, status: undefined, error: 'HOOK_ERR_TIMEOUT', outcome: 'temporary', reply: '451 4.3.0', final: true, responseSnippet: '' }),
+  )
   const dead = (await log.get('a'))!
   t.equal(dead.state, 'dead', 'accept mode out of attempts')
   t.equal(dead.attempts, 2)
   t.equal(dead.lastStatus, null)
   t.equal(dead.lastError, 'HOOK_ERR_TIMEOUT')
   t.equal(dead.reason, 'webhook answered HOOK_ERR_TIMEOUT', 'shown dead with its reason at once, before the queue reports the failure')
-  t.same(dead.attemptLog.map((a) => [a.attempt, a.status, a.error, a.response]), [[1, 503, null, 'busy'], [2, null, 'HOOK_ERR_TIMEOUT', '']])
+  t.same(
+    dead.attemptLog.map((a) => [a.attempt, a.status, a.error, a.response]),
+    [
+      [1, 503, null, 'busy'],
+      [2, null, 'HOOK_ERR_TIMEOUT', ''],
+    ],
+  )
 
   await log.record(attempt('d', { mode: 'defer', status: 500, outcome: 'temporary', final: true }))
   t.equal((await log.get('d'))!.state, 'deferred')
@@ -64,7 +72,11 @@ t.test('retention: only the newest DELIVERY_LOG_MAX deliveries stay, and their k
   const { log, redis, p } = await setup(t, { max: 3, ttlMs: 60_000 })
   for (let i = 1; i <= 5; i++) await log.record(attempt(`j${i}`), 1_000_000 + i)
   const page = await log.list({ limit: 10 })
-  t.same(page.deliveries.map((d) => d.id), ['j5', 'j4', 'j3'], 'newest first, oldest trimmed')
+  t.same(
+    page.deliveries.map((d) => d.id),
+    ['j5', 'j4', 'j3'],
+    'newest first, oldest trimmed',
+  )
   t.equal(await log.get('j1'), null)
   t.equal(await redis.exists(`${p}:dlog:d:j1`, `${p}:dlog:a:j1`, `${p}:dlog:d:j2`, `${p}:dlog:a:j2`), 0, 'trimmed keys are deleted')
   t.equal(await redis.zcard(`${p}:dlog:index`), 3)
@@ -75,12 +87,16 @@ t.test('retention: only the newest DELIVERY_LOG_MAX deliveries stay, and their k
 
 t.test('attempts kept per delivery are capped', async (t) => {
   const { log } = await setup(t, { max: 10 })
-  for (let i = 1; i <= MAX_ATTEMPTS + 5; i++) await log.record(attempt('many', { attempt: i, outcome: 'temporary', final: false, responseSnippet: 'x'.repeat(5000) }))
+  for (let i = 1; i <= MAX_ATTEMPTS + 5; i++)
+    await log.record(attempt('many', { attempt: i, outcome: 'temporary', final: false, responseSnippet: 'x'.repeat(5000) }))
   const d = (await log.get('many'))!
   t.equal(d.attempts, MAX_ATTEMPTS + 5, 'the count is exact')
   t.equal(d.attemptLog.length, MAX_ATTEMPTS, 'the list keeps the newest')
   t.equal(d.attemptLog[0]!.attempt, 6)
-  t.ok(d.attemptLog.every((a) => Buffer.byteLength(a.response) <= 256), 'response snippets are cut')
+  t.ok(
+    d.attemptLog.every((a) => Buffer.byteLength(a.response) <= 256),
+    'response snippets are cut',
+  )
 })
 
 t.test('an expired delivery disappears from listings and its index entry is removed', async (t) => {
@@ -88,7 +104,10 @@ t.test('an expired delivery disappears from listings and its index entry is remo
   await log.record(attempt('keep'), 1000)
   await log.record(attempt('lapse'), 2000)
   await redis.del(`${p}:dlog:d:lapse`, `${p}:dlog:a:lapse`) // as when its TTL runs out
-  t.same((await log.list({ limit: 10 })).deliveries.map((d) => d.id), ['keep'])
+  t.same(
+    (await log.list({ limit: 10 })).deliveries.map((d) => d.id),
+    ['keep'],
+  )
   t.same(await redis.zrange(`${p}:dlog:index`, '0', '-1'), ['keep'])
 })
 
@@ -99,7 +118,10 @@ t.test('pages follow the cursor without gaps or repeats, filters included', asyn
     const id = `p${String(i).padStart(2, '0')}`
     ids.push(id)
     // pairs share a millisecond, to exercise ties
-    await log.record(attempt(id, { route: i % 3 === 0 ? 'three' : 'other', outcome: i % 2 === 0 ? 'delivered' : 'rejected', status: i % 2 === 0 ? 200 : 404 }), 5000 + Math.floor(i / 2))
+    await log.record(
+      attempt(id, { route: i % 3 === 0 ? 'three' : 'other', outcome: i % 2 === 0 ? 'delivered' : 'rejected', status: i % 2 === 0 ? 200 : 404 }),
+      5000 + Math.floor(i / 2),
+    )
   }
   const seen: string[] = []
   let cursor: string | undefined

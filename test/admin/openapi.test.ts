@@ -26,7 +26,9 @@ t.test('the committed document is valid OpenAPI 3.1 and resolves the webhook pay
 
 t.test('the document covers every endpoint, with errors in the one shape and /v1 behind the token', async (t) => {
   const doc = parse(readFileSync(committedPath, 'utf8'))
-  const operations = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ key: `${method.toUpperCase()} ${path}`, path, op })))
+  const operations = Object.entries(doc.paths as Record<string, Record<string, any>>).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([method, op]) => ({ key: `${method.toUpperCase()} ${path}`, path, op })),
+  )
   t.same(operations.map((o) => o.key).sort(), [
     'DELETE /v1/deliveries/{id}',
     'DELETE /v1/routes/{id}',

@@ -6,7 +6,17 @@ import { SECRET, TOKEN, dataReplies, startAdmin, transaction, until } from './he
 
 t.test('create, read, list, replace and delete a route; secrets are write-only', async (t) => {
   const { api, base } = await startAdmin(t)
-  const created = await api({ method: 'POST', url: '/v1/routes', payload: { id: 'sales', match: 'Sales@Example.com', url: 'https://hooks.example.net/sales', secret: SECRET, headers: { Authorization: 'Bearer abc', 'X-Team': 'sales' } } })
+  const created = await api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: {
+      id: 'sales',
+      match: 'Sales@Example.com',
+      url: 'https://hooks.example.net/sales',
+      secret: SECRET,
+      headers: { Authorization: 'Bearer abc', 'X-Team': 'sales' },
+    },
+  })
   t.equal(created.statusCode, 201, created.body)
   t.equal(created.headers.location, '/v1/routes/sales')
   const route = created.json()
@@ -23,9 +33,16 @@ t.test('create, read, list, replace and delete a route; secrets are write-only',
   t.same(one.json(), route)
 
   const list = await fetch(`${base}/v1/routes`, { headers: { authorization: `Bearer ${TOKEN}` } })
-  t.same(((await list.json()) as any).routes.map((r: any) => r.id), ['sales'])
+  t.same(
+    ((await list.json()) as any).routes.map((r: any) => r.id),
+    ['sales'],
+  )
 
-  const replaced = await api({ method: 'PUT', url: '/v1/routes/sales', payload: { match: '*@sales.example.com', url: 'https://hooks.example.net/v2', mode: 'defer' } })
+  const replaced = await api({
+    method: 'PUT',
+    url: '/v1/routes/sales',
+    payload: { match: '*@sales.example.com', url: 'https://hooks.example.net/v2', mode: 'defer' },
+  })
   t.equal(replaced.statusCode, 200, replaced.body)
   t.equal(replaced.json().match, '*@sales.example.com')
   t.equal(replaced.json().hasSecret, false, 'a replacement without a secret drops it')
@@ -56,7 +73,11 @@ t.test('validation errors are 400 with the field named', async (t) => {
     ['url scheme', { ...base, url: 'ftp://h.example.net/' }, /url: expected an http\(s\) URL/],
     ['url with credentials', { ...base, url: 'https://u:p@h.example.net/' }, /url: expected an http\(s\) URL without credentials/],
     ['secret format', { ...base, secret: 'not-a-secret' }, /secret: expected a secret "whsec_"/],
-    ['secret length', { ...base, secret: 'whsec_' + Buffer.alloc(8).toString('base64') }, /secret: expected a secret "whsec_" followed by base64 of 24 to 64 bytes/],
+    [
+      'secret length',
+      { ...base, secret: 'whsec_' + Buffer.alloc(8).toString('base64') },
+      /secret: expected a secret "whsec_" followed by base64 of 24 to 64 bytes/,
+    ],
     ['mode', { ...base, mode: 'later' }, /mode: expected one of "defer", "accept"/],
     ['unknown field', { ...base, colour: 'blue' }, /colour: unknown field/],
     ['missing url', { id: 'r1', match: 'a@example.com' }, /url: required/],
@@ -90,8 +111,15 @@ t.test('validation errors are 400 with the field named', async (t) => {
   t.match(badQuery.json().error.message, /^query: /)
   const problems: string[] = badQuery.json().error.details.problems
   t.equal(problems.length, 3, 'one problem per field')
-  for (const expected of [/^limit: must be >= 1$/, /^state: expected one of delivered, deferred, rejected, retrying, dead$/, /^colour: unknown query parameter$/]) {
-    t.ok(problems.some((p) => expected.test(p)), `problems include ${expected}`)
+  for (const expected of [
+    /^limit: must be >= 1$/,
+    /^state: expected one of delivered, deferred, rejected, retrying, dead$/,
+    /^colour: unknown query parameter$/,
+  ]) {
+    t.ok(
+      problems.some((p) => expected.test(p)),
+      `problems include ${expected}`,
+    )
   }
 
   const unknown = await api({ method: 'GET', url: '/v2/routes' })
@@ -103,7 +131,10 @@ t.test('an id or a pattern already taken is 409; file routes are listed and read
   const file = routesFile(t, `routes:\n  - { id: filed, match: "filed@example.com", url: "https://h.example.net/f", secret: "${SECRET}" }\n`)
   const { api } = await startAdmin(t, { ROUTES_FILE: file })
   const list = await api({ method: 'GET', url: '/v1/routes' })
-  t.same(list.json().routes.map((r: any) => [r.id, r.source, r.hasSecret]), [['filed', 'file', true]])
+  t.same(
+    list.json().routes.map((r: any) => [r.id, r.source, r.hasSecret]),
+    [['filed', 'file', true]],
+  )
   t.notOk(list.body.includes(SECRET.slice(6)))
 
   t.equal((await api({ method: 'POST', url: '/v1/routes', payload: { id: 'one', match: 'one@example.com', url: 'https://h.example.net/1' } })).statusCode, 201)
@@ -130,13 +161,21 @@ t.test('an id or a pattern already taken is 409; file routes are listed and read
 t.test('accept-mode routes are refused on a Redis without AOF unless ALLOW_ACCEPT_WITHOUT_AOF', async (t) => {
   const strict = await startAdmin(t)
   t.equal(strict.app.durability.durable, false, 'the shared test Redis has no AOF')
-  const refused = await strict.api({ method: 'POST', url: '/v1/routes', payload: { id: 'acc', match: 'acc@example.com', url: 'https://h.example.net/', mode: 'accept' } })
+  const refused = await strict.api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: { id: 'acc', match: 'acc@example.com', url: 'https://h.example.net/', mode: 'accept' },
+  })
   t.equal(refused.statusCode, 409)
   t.equal(refused.json().error.code, 'ADMIN_ERR_NOT_DURABLE')
   t.match(refused.json().error.message, /^mode: .*ALLOW_ACCEPT_WITHOUT_AOF/)
 
   const lenient = await startAdmin(t, { ALLOW_ACCEPT_WITHOUT_AOF: 'true' })
-  const created = await lenient.api({ method: 'POST', url: '/v1/routes', payload: { id: 'acc', match: 'acc@example.com', url: 'https://h.example.net/', mode: 'accept' } })
+  const created = await lenient.api({
+    method: 'POST',
+    url: '/v1/routes',
+    payload: { id: 'acc', match: 'acc@example.com', url: 'https://h.example.net/', mode: 'accept' },
+  })
   t.equal(created.statusCode, 201, created.body)
   t.equal(created.json().mode, 'accept')
 })

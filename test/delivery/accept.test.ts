@@ -8,7 +8,11 @@ import { isAppError } from '../../src/errors.js'
 
 const LHLO = 'LHLO mta.test\r\n'
 const message = (rcpt: string): string => LHLO + `MAIL FROM:<s@x.test>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\nSubject: accept\r\n\r\nbody\r\n.\r\nQUIT\r\n`
-const lastReply = (out: string): string => out.split('\r\n').filter((l) => l !== '').slice(-2)[0]!
+const lastReply = (out: string): string =>
+  out
+    .split('\r\n')
+    .filter((l) => l !== '')
+    .slice(-2)[0]!
 
 async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
   const end = Date.now() + ms
@@ -53,7 +57,10 @@ t.test('accept mode: a 503 gives 250 queued, and the retry reaches the webhook',
     if (n === 1) res.setHeader('retry-after', '0')
     res.end()
   })
-  const file = routesFile(t, `routes:\n  - { id: durable, match: "*@example.com", url: "${hook.url}", mode: accept, retry: { attempts: 3, backoff: 100ms, maxDelay: 1s } }\n`)
+  const file = routesFile(
+    t,
+    `routes:\n  - { id: durable, match: "*@example.com", url: "${hook.url}", mode: accept, retry: { attempts: 3, backoff: 100ms, maxDelay: 1s } }\n`,
+  )
   const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, REDIS_URL: redis.url })
   const out = await converse(lmtpPort!, message('a@example.com'))
   t.match(lastReply(out), /^250 2\.0\.0 <a@example\.com> queued/)
@@ -64,7 +71,10 @@ t.test('accept mode: a 503 gives 250 queued, and the retry reaches the webhook',
 t.test('accept mode: a webhook that keeps failing leaves a dead letter that is never auto-deleted', async (t) => {
   const redis = await privateRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always'])
   const hook = await webhook(t, 500)
-  const file = routesFile(t, `routes:\n  - { id: durable, match: "*@example.com", url: "${hook.url}", mode: accept, retry: { attempts: 2, backoff: 50ms, maxDelay: 100ms } }\n`)
+  const file = routesFile(
+    t,
+    `routes:\n  - { id: durable, match: "*@example.com", url: "${hook.url}", mode: accept, retry: { attempts: 2, backoff: 50ms, maxDelay: 100ms } }\n`,
+  )
   const { lmtpPort, app } = await startApp(t, { ROUTES_FILE: file, REDIS_URL: redis.url })
   const out = await converse(lmtpPort!, message('a@example.com'))
   t.match(lastReply(out), /^250 2\.0\.0 .*queued/)

@@ -18,7 +18,10 @@ t.test('the sender check at MAIL FROM: 2xx accepts, 4xx/5xx rejects, unavailable
   const hook = await webhook(t, 200)
   const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}" }\n`)
   const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, SENDER_CHECK_URL: check.url })
-  const out = await converse(lmtpPort!, 'LHLO c.test\r\nMAIL FROM:<spam@x.test>\r\nMAIL FROM:<down@x.test>\r\nMAIL FROM:<ok@x.test>\r\nRSET\r\nMAIL FROM:<>\r\nQUIT\r\n')
+  const out = await converse(
+    lmtpPort!,
+    'LHLO c.test\r\nMAIL FROM:<spam@x.test>\r\nMAIL FROM:<down@x.test>\r\nMAIL FROM:<ok@x.test>\r\nRSET\r\nMAIL FROM:<>\r\nQUIT\r\n',
+  )
   t.strictSame(codes(out), ['250', '550 5.7.1', '451 4.3.0', '250 2.1.0', '250 2.0.0', '250 2.1.0', '221 2.0.0'])
   t.strictSame(senders, ['spam@x.test', 'down@x.test', 'ok@x.test', ''], 'the null sender is checked as empty')
 })
@@ -32,7 +35,10 @@ t.test("a route's recipient check at RCPT: 2xx accepts, 404 is 550 5.1.1, 5xx or
   const hook = await webhook(t, 200)
   const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}", recipientCheckUrl: "${check.url}" }\n`)
   const { lmtpPort } = await startApp(t, { ROUTES_FILE: file })
-  const out = await converse(lmtpPort!, 'LHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<known@example.com>\r\nRCPT TO:<unknown@example.com>\r\nRCPT TO:<flaky@example.com>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n')
+  const out = await converse(
+    lmtpPort!,
+    'LHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<known@example.com>\r\nRCPT TO:<unknown@example.com>\r\nRCPT TO:<flaky@example.com>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n',
+  )
   t.strictSame(codes(out), ['250', '250 2.1.0', '250 2.1.5', '550 5.1.1', '451 4.3.0', '354', '250 2.0.0', '221 2.0.0'])
   t.equal(hook.requests.length, 1, 'only the accepted recipient is delivered')
 })
@@ -44,7 +50,10 @@ t.test('secrets and credentials never reach the logs', async (t) => {
     res.statusCode = n === 1 ? 503 : 200 // a failed attempt logs too
     res.end()
   })
-  const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}", secret: "${secret}", headers: { Authorization: "${token}" } }\n`)
+  const file = routesFile(
+    t,
+    `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}", secret: "${secret}", headers: { Authorization: "${token}" } }\n`,
+  )
   const p = prefix()
   t.teardown(() => cleanRedis(p))
   let logged = ''
@@ -55,7 +64,15 @@ t.test('secrets and credentials never reach the logs', async (t) => {
     },
   })
   const log = pino({ level: 'trace', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink)
-  const config = loadConfig({ REDIS_URL, REDIS_PREFIX: p, LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', ROUTES_FILE: file, LMTP_DOMAINS: 'example.com' })
+  const config = loadConfig({
+    REDIS_URL,
+    REDIS_PREFIX: p,
+    LMTP_HOST: '127.0.0.1',
+    LMTP_PORT: '0',
+    ADMIN_PORT: 'off',
+    ROUTES_FILE: file,
+    LMTP_DOMAINS: 'example.com',
+  })
   const app = await buildApp(config, log)
   const { lmtpPort } = await app.start()
   t.teardown(() => app.close())

@@ -5,7 +5,8 @@ import { cleanRedis, prefix, REDIS_URL, routesFile, webhook } from '../helpers/a
 import { startService } from '../helpers/process.js'
 import { converse } from '../helpers/lmtp.js'
 
-const TXN = 'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: crash\r\nMessage-ID: <crash@x.test>\r\n\r\nbody\r\n.\r\nQUIT\r\n'
+const TXN =
+  'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: crash\r\nMessage-ID: <crash@x.test>\r\n\r\nbody\r\n.\r\nQUIT\r\n'
 
 t.test('killing the process while a webhook call is in flight never leaves a 250 behind (defer mode)', async (t) => {
   const p = prefix()
@@ -32,7 +33,10 @@ t.test('killing the process while a webhook call is in flight never leaves a 250
   await first.exited
   await closed
   const afterData = received.split('\r\n').slice(received.split('\r\n').findIndex((l) => l.startsWith('354')) + 1)
-  t.notOk(afterData.some((l) => l.startsWith('250')), `no recipient got a 250: ${JSON.stringify(afterData)}`)
+  t.notOk(
+    afterData.some((l) => l.startsWith('250')),
+    `no recipient got a 250: ${JSON.stringify(afterData)}`,
+  )
 
   // The MTA tries again once the service is back and the webhook answers.
   answer = true
@@ -42,7 +46,10 @@ t.test('killing the process while a webhook call is in flight never leaves a 250
   t.match(out, /250 2\.0\.0 <a@example\.com> delivered\r\n250 2\.0\.0 <b@example\.com> delivered\r\n221/)
   const redelivered = hook.requests.slice(2).map((r) => r.headers['webhook-id'])
   t.ok(redelivered.length >= 2)
-  t.ok(idsBefore.every((id) => redelivered.includes(id)), 'the redelivery carries the same webhook ids, so the consumer can tell')
+  t.ok(
+    idsBefore.every((id) => redelivered.includes(id)),
+    'the redelivery carries the same webhook ids, so the consumer can tell',
+  )
   second.child.kill('SIGTERM')
   t.equal(await second.exited, 0, 'SIGTERM ends the process cleanly')
 })

@@ -111,15 +111,24 @@ t.test('lookup checks every resolved address', async (t) => {
   const guard = new DestinationGuard(
     {},
     resolverOf({
-      'public.test': [{ address: '192.0.2.10', family: 4 }, { address: '2001:db8::10', family: 6 }],
-      'mixed.test': [{ address: '192.0.2.10', family: 4 }, { address: '169.254.169.254', family: 4 }],
+      'public.test': [
+        { address: '192.0.2.10', family: 4 },
+        { address: '2001:db8::10', family: 6 },
+      ],
+      'mixed.test': [
+        { address: '192.0.2.10', family: 4 },
+        { address: '169.254.169.254', family: 4 },
+      ],
       'mapped.test': [{ address: '::ffff:169.254.169.254', family: 6 }],
     }),
   )
   const one = await lookup(guard, 'public.test', false)
   t.same(one, { err: null, address: '192.0.2.10', family: 4 })
   const all = await lookup(guard, 'public.test', true)
-  t.same(all.address, [{ address: '192.0.2.10', family: 4 }, { address: '2001:db8::10', family: 6 }])
+  t.same(all.address, [
+    { address: '192.0.2.10', family: 4 },
+    { address: '2001:db8::10', family: 6 },
+  ])
 
   const mixed = await lookup(guard, 'mixed.test', true)
   t.ok(isAppError(mixed.err, 'HOOK_ERR_DESTINATION_DENIED'), 'one forbidden address refuses the name')

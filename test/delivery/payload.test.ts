@@ -41,11 +41,15 @@ t.test('multipart with attachments', async (t) => {
     { name: 'Bob', address: 'bob@example.com' },
     { name: '', address: 'carol@example.com' },
   ])
-  t.same(m.cc, [
-    { name: 'Dave, the Reviewer', address: 'dave@example.net' },
-    { name: '', address: 'erin@example.net' },
-    { name: '', address: 'frank@example.net' },
-  ], 'group members are listed one by one')
+  t.same(
+    m.cc,
+    [
+      { name: 'Dave, the Reviewer', address: 'dave@example.net' },
+      { name: '', address: 'erin@example.net' },
+      { name: '', address: 'frank@example.net' },
+    ],
+    'group members are listed one by one',
+  )
   t.same(m.bcc, [])
   t.same(m.replyTo, [{ name: '', address: 'replies@example.org' }])
   t.equal(m.inReplyTo, '<prev-2@mail.example.org>')
@@ -57,9 +61,28 @@ t.test('multipart with attachments', async (t) => {
 
   t.same(
     m.headers.map((h) => h.name),
-    ['Return-Path', 'Received', 'Message-ID', 'Date', 'From', 'To', 'Cc', 'Reply-To', 'Subject', 'In-Reply-To', 'References', 'X-Mailer', 'MIME-Version', 'Content-Type'],
+    [
+      'Return-Path',
+      'Received',
+      'Message-ID',
+      'Date',
+      'From',
+      'To',
+      'Cc',
+      'Reply-To',
+      'Subject',
+      'In-Reply-To',
+      'References',
+      'X-Mailer',
+      'MIME-Version',
+      'Content-Type',
+    ],
   )
-  t.equal(m.headers[1]!.value, 'from mail.example.org (mail.example.org [192.0.2.25])\tby mx.example.com (Postfix) with ESMTPS id 4Xk2Lm0Zp9z9sQ\tfor <bob@example.com>; Tue, 14 Jan 2025 09:30:12 +0000 (UTC)', 'folded lines unfolded, white space kept')
+  t.equal(
+    m.headers[1]!.value,
+    'from mail.example.org (mail.example.org [192.0.2.25])\tby mx.example.com (Postfix) with ESMTPS id 4Xk2Lm0Zp9z9sQ\tfor <bob@example.com>; Tue, 14 Jan 2025 09:30:12 +0000 (UTC)',
+    'folded lines unfolded, white space kept',
+  )
   t.equal(m.headers[6]!.value, '"Dave, the Reviewer" <dave@example.net>, Team: erin@example.net, frank@example.net;')
 
   t.same(
@@ -109,14 +132,22 @@ t.test('empty body, no Date, no Message-ID', async (t) => {
 })
 
 t.test('parseHeaderFields', async (t) => {
-  t.same(parseHeaderFields(Buffer.from('A: 1\nB:2\n folded\n\nC: body')), [
-    { name: 'A', value: '1' },
-    { name: 'B', value: '2 folded' },
-  ], 'LF line ends; the body is not read')
-  t.same(parseHeaderFields(Buffer.from('A: 1\r\nA: 2\r\n')), [
-    { name: 'A', value: '1' },
-    { name: 'A', value: '2' },
-  ], 'no body at all; repeated fields kept')
+  t.same(
+    parseHeaderFields(Buffer.from('A: 1\nB:2\n folded\n\nC: body')),
+    [
+      { name: 'A', value: '1' },
+      { name: 'B', value: '2 folded' },
+    ],
+    'LF line ends; the body is not read',
+  )
+  t.same(
+    parseHeaderFields(Buffer.from('A: 1\r\nA: 2\r\n')),
+    [
+      { name: 'A', value: '1' },
+      { name: 'A', value: '2' },
+    ],
+    'no body at all; repeated fields kept',
+  )
   t.same(parseHeaderFields(Buffer.from('\r\nX: not a header')), [], 'empty header section')
   t.same(parseHeaderFields(Buffer.from('From alice Tue Jan 14 2025\r\nSubject: s\r\n\r\n')), [{ name: 'Subject', value: 's' }], 'an mbox From line is skipped')
   t.same(parseHeaderFields(Buffer.from('Subject: Grüße\r\n\r\n')), [{ name: 'Subject', value: 'Grüße' }], 'SMTPUTF8 bytes read as UTF-8')
@@ -161,11 +192,20 @@ for (const name of FIXTURES) {
   t.test(`JSON body of ${name}: schema-valid and byte-identical to a plain serialisation`, async (t) => {
     const raw = fixture(name)
     const m = await parseMessage(raw)
-    for (const [format, cap] of [['json', 10 * 1024 * 1024], ['json', 100], ['json', 0], ['json+raw', 1024]] as const) {
+    for (const [format, cap] of [
+      ['json', 10 * 1024 * 1024],
+      ['json', 100],
+      ['json', 0],
+      ['json+raw', 1024],
+    ] as const) {
       const body = buildJsonBody(m, envelope, { address: 'bob@example.com', webhookId: 'msg_abc-DEF_123' }, { format, maxInlineAttachmentBytes: cap }, raw)
       const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>
       t.ok(validate(parsed), `${format}/${cap} valid: ${ajv.errorsText(validate.errors)}`)
-      t.equal(body.toString('utf8'), expectedBody(m, envelope, 'bob@example.com', 'msg_abc-DEF_123', cap, format === 'json+raw' ? raw : undefined), `${format}/${cap} bytes`)
+      t.equal(
+        body.toString('utf8'),
+        expectedBody(m, envelope, 'bob@example.com', 'msg_abc-DEF_123', cap, format === 'json+raw' ? raw : undefined),
+        `${format}/${cap} bytes`,
+      )
       if (format === 'json+raw') t.ok(Buffer.from(parsed.raw as string, 'base64').equals(raw), 'raw round-trips')
       else t.notOk('raw' in parsed)
     }
@@ -174,7 +214,8 @@ for (const name of FIXTURES) {
 
 t.test('attachment cap: content only within it, truncated beyond', async (t) => {
   const m = await parseMessage(fixture('multipart-attachments.eml'))
-  const attachments = (cap: number) => (JSON.parse(messageJson(m, cap).toString()) as { attachments: Array<{ filename: string; truncated: boolean; content?: string }> }).attachments
+  const attachments = (cap: number) =>
+    (JSON.parse(messageJson(m, cap).toString()) as { attachments: Array<{ filename: string; truncated: boolean; content?: string }> }).attachments
   t.same(
     attachments(100).map((a) => [a.filename, a.truncated, a.content !== undefined]),
     [
@@ -183,9 +224,20 @@ t.test('attachment cap: content only within it, truncated beyond', async (t) => 
       ['summary.pdf', false, true],
     ],
   )
-  t.same(attachments(83).map((a) => a.truncated), [false, true, false], 'a size equal to the cap is inline')
-  t.same(attachments(82).map((a) => a.truncated), [false, true, true])
-  t.same(attachments(0).map((a) => a.truncated), [true, true, true], 'cap 0 sends metadata only')
+  t.same(
+    attachments(83).map((a) => a.truncated),
+    [false, true, false],
+    'a size equal to the cap is inline',
+  )
+  t.same(
+    attachments(82).map((a) => a.truncated),
+    [false, true, true],
+  )
+  t.same(
+    attachments(0).map((a) => a.truncated),
+    [true, true, true],
+    'cap 0 sends metadata only',
+  )
   t.equal(Buffer.from(attachments(100)[2]!.content!, 'base64').toString('latin1'), m.attachments[2]!.content.toString('latin1'))
 })
 
@@ -195,7 +247,14 @@ t.test('many recipients: the shared parts are serialised once and spliced', asyn
   t.equal(messageJson(m, 1 << 20), messageJson(m, 1 << 20), 'the same Buffer for the same message and cap')
   const bodies = envelope.recipients.map((address, i) => buildJsonBody(m, envelope, { address, webhookId: `msg_${i}` }, route))
   const parsed = bodies.map((b) => JSON.parse(b.toString()) as { id: string; envelope: { rcptTo: string }; message: unknown })
-  t.same(parsed.map((p) => [p.id, p.envelope.rcptTo]), [['msg_0', 'bob@example.com'], ['msg_1', 'carol@example.com'], ['msg_2', 'jürgen@beispiel.de']])
+  t.same(
+    parsed.map((p) => [p.id, p.envelope.rcptTo]),
+    [
+      ['msg_0', 'bob@example.com'],
+      ['msg_1', 'carol@example.com'],
+      ['msg_2', 'jürgen@beispiel.de'],
+    ],
+  )
   t.same(parsed[0]!.message, parsed[2]!.message)
   for (const p of parsed) t.ok(validate(p))
 })
@@ -212,7 +271,13 @@ t.test('envelopeInfo from an LMTP envelope', async (t) => {
     xforward: {},
     startedAt: 0,
   }
-  t.same(envelopeInfo(lmtp), { mailFrom: '', recipients: ['Bob@Example.com', 'bob@example.com'], lhlo: 'mx.example.com', clientAddress: '10.1.2.3', xforward: null })
+  t.same(envelopeInfo(lmtp), {
+    mailFrom: '',
+    recipients: ['Bob@Example.com', 'bob@example.com'],
+    lhlo: 'mx.example.com',
+    clientAddress: '10.1.2.3',
+    xforward: null,
+  })
   t.same(envelopeInfo({ ...lmtp, xforward: { addr: '192.0.2.1', name: undefined } }).xforward, { addr: '192.0.2.1' })
 })
 
@@ -266,7 +331,9 @@ t.test('raw format: the message as the body, the envelope in headers, over a rea
 
 t.test('the schema refuses what the service never sends', async (t) => {
   const m = await parseMessage(fixture('multipart-attachments.eml'))
-  const good = JSON.parse(buildJsonBody(m, envelope, { address: 'bob@example.com', webhookId: 'msg_1' }, { format: 'json', maxInlineAttachmentBytes: 100 }).toString()) as {
+  const good = JSON.parse(
+    buildJsonBody(m, envelope, { address: 'bob@example.com', webhookId: 'msg_1' }, { format: 'json', maxInlineAttachmentBytes: 100 }).toString(),
+  ) as {
     envelope: Record<string, unknown>
     message: { attachments: Array<Record<string, unknown>>; date: unknown }
   }

@@ -38,7 +38,18 @@ t.test('each recipient gets its own reply from its own webhook, in RCPT order', 
 `,
   )
   const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, REPLY_TIMEOUT: '1500ms' })
-  const out = await converse(lmtpPort!, transaction(['ok@example.com', 'unavailable@example.com', 'missing@example.com', 'big@example.com', 'hang@example.com', 'ok@example.com', 'nobody@example.com']))
+  const out = await converse(
+    lmtpPort!,
+    transaction([
+      'ok@example.com',
+      'unavailable@example.com',
+      'missing@example.com',
+      'big@example.com',
+      'hang@example.com',
+      'ok@example.com',
+      'nobody@example.com',
+    ]),
+  )
   t.strictSame(codes(out).slice(0, 9), ['250', '250 2.1.0', '250 2.1.5', '250 2.1.5', '250 2.1.5', '250 2.1.5', '250 2.1.5', '250 2.1.5', '550 5.1.1'], out)
   const replies = dataReplies(out)
   t.equal(replies.length, 6, 'one reply per accepted recipient, the duplicate included')
@@ -60,7 +71,14 @@ t.test('each recipient gets its own reply from its own webhook, in RCPT order', 
   t.ok(validatePayload(payload), `the delivered body matches openapi/webhook-payload.schema.json: ${ajv.errorsText(validatePayload.errors)}`)
   t.equal(payload.envelope.rcptTo, 'ok@example.com')
   t.equal(payload.envelope.mailFrom, 'sender@x.test')
-  t.strictSame(payload.envelope.recipients, ['ok@example.com', 'unavailable@example.com', 'missing@example.com', 'big@example.com', 'hang@example.com', 'ok@example.com'])
+  t.strictSame(payload.envelope.recipients, [
+    'ok@example.com',
+    'unavailable@example.com',
+    'missing@example.com',
+    'big@example.com',
+    'hang@example.com',
+    'ok@example.com',
+  ])
   t.equal(payload.message.subject, 'test')
   t.equal(payload.id, req.headers['webhook-id'])
   t.match(req.headers['user-agent'], /^lmtp-webhook\//)
@@ -97,6 +115,9 @@ t.test('mail for a recipient without a route is refused at RCPT; other domains g
   const ok = await webhook(t, 200)
   const file = routesFile(t, `routes:\n  - { id: sales, match: "*@example.com", url: "${ok.url}" }\n`)
   const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, LMTP_DOMAINS: 'example.com,example.org' })
-  const out = await converse(lmtpPort!, LHLO + 'MAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<a@elsewhere.test>\r\nRCPT TO:<anyone@example.com>\r\nQUIT\r\n')
+  const out = await converse(
+    lmtpPort!,
+    LHLO + 'MAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<a@elsewhere.test>\r\nRCPT TO:<anyone@example.com>\r\nQUIT\r\n',
+  )
   t.strictSame(codes(out), ['250', '250 2.1.0', '550 5.1.1', '550 5.1.2', '250 2.1.5', '221 2.0.0'])
 })

@@ -4,7 +4,11 @@ import { routesFile, startApp, webhook } from '../helpers/app.js'
 import { privateRedis } from '../helpers/redis.js'
 
 const TXN = 'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nSubject: outage\r\n\r\nbody\r\n.\r\nQUIT\r\n'
-const finalReply = (out: string): string => out.split('\r\n').filter((l) => l !== '').slice(-2)[0]!
+const finalReply = (out: string): string =>
+  out
+    .split('\r\n')
+    .filter((l) => l !== '')
+    .slice(-2)[0]!
 
 t.test('Redis that stops answering: the session answers 451 instead of hanging, and nothing is delivered', async (t) => {
   const redis = await privateRedis(t, ['--appendonly', 'no'])

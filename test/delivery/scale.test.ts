@@ -69,10 +69,17 @@ t.test('a message to 1,000 recipients is stored once', async (t) => {
   const started = await startApp(t, { ROUTES_FILE: file, LMTP_MAX_RECIPIENTS: '1000', REPLY_TIMEOUT: '60s', WORKER_CONCURRENCY: '16' })
   prefixOf = started.prefix
   const rcpts = Array.from({ length: 1000 }, (_, i) => `user${i}@example.com`)
-  const out = await converse(started.lmtpPort!, LHLO + 'MAIL FROM:<a@x.test>\r\n' + rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('') + 'DATA\r\n' + body + '.\r\nQUIT\r\n', { timeoutMs: 60_000 })
+  const out = await converse(
+    started.lmtpPort!,
+    LHLO + 'MAIL FROM:<a@x.test>\r\n' + rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join('') + 'DATA\r\n' + body + '.\r\nQUIT\r\n',
+    { timeoutMs: 60_000 },
+  )
   const delivered = out.split('\r\n').filter((l) => /^250 2\.0\.0 <user\d+@example\.com> delivered$/.test(l))
   t.equal(delivered.length, 1000, 'every recipient delivered, each with its own reply')
   t.equal(hook.requests.length, 1000)
   t.ok(measured > body.length, `the message is in Redis (${measured} bytes in all)`)
-  t.ok(measured < body.length * 3 + 1000 * 2048, `Redis holds ${measured} bytes for a ${body.length}-byte message to 1000 recipients: the message is not copied per recipient`)
+  t.ok(
+    measured < body.length * 3 + 1000 * 2048,
+    `Redis holds ${measured} bytes for a ${body.length}-byte message to 1000 recipients: the message is not copied per recipient`,
+  )
 })

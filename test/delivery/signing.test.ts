@@ -35,7 +35,9 @@ t.test('one signature per secret, in the order given', async (t) => {
 t.test('a non-ASCII body is signed as its UTF-8 bytes', async (t) => {
   const key = parseSecret(VECTOR.secret)
   const body = '{"subject":"Grüße ✉"}'
-  const expected = createHmac('sha256', key).update(Buffer.concat([Buffer.from(`${VECTOR.msgId}.${VECTOR.timestamp}.`), Buffer.from(body, 'utf8')])).digest('base64')
+  const expected = createHmac('sha256', key)
+    .update(Buffer.concat([Buffer.from(`${VECTOR.msgId}.${VECTOR.timestamp}.`), Buffer.from(body, 'utf8')]))
+    .digest('base64')
   t.equal(signatureHeader([key], VECTOR.msgId, VECTOR.timestamp, body), `v1,${expected}`)
 })
 
@@ -113,7 +115,12 @@ t.test('a signed request verifies with the standardwebhooks package, as a consum
   }
 
   const tampered = { 'content-type': 'application/json', ...webhookHeaders(secrets, id, body) }
-  const result = await client.attempt({ url: srv.url + '/current', headers: tampered, body: Buffer.from(body.toString().replace('msg_x', 'msg_y')), deadlineMs: 10_000 })
+  const result = await client.attempt({
+    url: srv.url + '/current',
+    headers: tampered,
+    body: Buffer.from(body.toString().replace('msg_x', 'msg_y')),
+    deadlineMs: 10_000,
+  })
   t.equal(result.status, 401, 'a changed body fails verification')
   t.ok(verifyError instanceof WebhookVerificationError)
 })

@@ -35,7 +35,14 @@ t.test('Postfix relays over LMTP: per-recipient sent, deferred then sent, bounce
   - { id: rejecting, match: "carol@example.com", url: "${rejecting.url}" }
 `,
   )
-  const service = await startService(t, { REDIS_URL, REDIS_PREFIX: p, ROUTES_FILE: file, LMTP_DOMAINS: 'example.com', LMTP_HOSTNAME: 'lmtp.e2e.test', REPLY_TIMEOUT: '20s' })
+  const service = await startService(t, {
+    REDIS_URL,
+    REDIS_PREFIX: p,
+    ROUTES_FILE: file,
+    LMTP_DOMAINS: 'example.com',
+    LMTP_HOSTNAME: 'lmtp.e2e.test',
+    REPLY_TIMEOUT: '20s',
+  })
   const postfix = await startPostfix(t, { domain: 'example.com', lmtpPort: service.lmtpPort })
 
   const helo = `client-${p}.e2e.test`
@@ -47,16 +54,25 @@ t.test('Postfix relays over LMTP: per-recipient sent, deferred then sent, bounce
   })
 
   const relay = `relay=127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${service.lmtpPort}`
-  const line = (rcpt: string, status: string): RegExp => new RegExp(`^.*postfix/lmtp\\[\\d+\\]: ${queueId}: to=<${escape(rcpt)}>, ${relay}, .*status=${status} \\((.*)\\)$`, 'm')
+  const line = (rcpt: string, status: string): RegExp =>
+    new RegExp(`^.*postfix/lmtp\\[\\d+\\]: ${queueId}: to=<${escape(rcpt)}>, ${relay}, .*status=${status} \\((.*)\\)$`, 'm')
 
   const sent = await postfix.waitForLog(line('alice@example.com', 'sent'))
   t.match(sent[1], /^250 2\.0\.0 <alice@example\.com> delivered$/, 'Postfix records our 250 for the accepting recipient')
 
   const bounced = await postfix.waitForLog(line('carol@example.com', 'bounced'))
-  t.match(bounced[1], /said: 550 5\.1\.1 <carol@example\.com> mailbox unavailable \(webhook answered 404\) \(in reply to end of DATA command\)/, 'Postfix bounces the rejected recipient with our 5.1.1 text')
+  t.match(
+    bounced[1],
+    /said: 550 5\.1\.1 <carol@example\.com> mailbox unavailable \(webhook answered 404\) \(in reply to end of DATA command\)/,
+    'Postfix bounces the rejected recipient with our 5.1.1 text',
+  )
 
   const deferred = await postfix.waitForLog(line('bob@example.com', 'deferred'))
-  t.match(deferred[1], /said: 451 4\.3\.0 <bob@example\.com> webhook unavailable \(HTTP 503\), try again later \(in reply to end of DATA command\)/, 'the 503 defers the recipient')
+  t.match(
+    deferred[1],
+    /said: 451 4\.3\.0 <bob@example\.com> webhook unavailable \(HTTP 503\), try again later \(in reply to end of DATA command\)/,
+    'the 503 defers the recipient',
+  )
   const retried = await postfix.waitForLog(line('bob@example.com', 'sent'))
   t.match(retried[1], /^250 2\.0\.0 <bob@example\.com> delivered$/, 'Postfix retries and the recovered webhook delivers it')
   t.ok(deferred.index < retried.index, 'deferred first, sent on the retry')
@@ -111,7 +127,16 @@ t.test('a service restart while Postfix waits for replies loses nothing: deferre
   const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}" }\n`)
   // Postfix's transport names a fixed port: the restarted service must come back on it.
   const lmtpPort = await freePort()
-  const env = { REDIS_URL, REDIS_PREFIX: p, ROUTES_FILE: file, LMTP_PORT: String(lmtpPort), LMTP_DOMAINS: 'example.com', LMTP_HOSTNAME: 'lmtp.e2e.test', REPLY_TIMEOUT: '30s', SHUTDOWN_TIMEOUT: '1s' }
+  const env = {
+    REDIS_URL,
+    REDIS_PREFIX: p,
+    ROUTES_FILE: file,
+    LMTP_PORT: String(lmtpPort),
+    LMTP_DOMAINS: 'example.com',
+    LMTP_HOSTNAME: 'lmtp.e2e.test',
+    REPLY_TIMEOUT: '30s',
+    SHUTDOWN_TIMEOUT: '1s',
+  }
   const first = await startService(t, env)
   const postfix = await startPostfix(t, { domain: 'example.com', lmtpPort })
 
@@ -131,7 +156,8 @@ t.test('a service restart while Postfix waits for replies loses nothing: deferre
   first.child.kill('SIGTERM')
   t.equal(await first.exited, 0, 'the service stops at its shutdown deadline and exits 0')
   const relay = `relay=127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${lmtpPort}`
-  const line = (rcpt: string, status: string): RegExp => new RegExp(`^.*postfix/lmtp\\[\\d+\\]: ${queueId}: to=<${escape(rcpt)}>, ${relay}, .*status=${status} \\((.*)\\)$`, 'm')
+  const line = (rcpt: string, status: string): RegExp =>
+    new RegExp(`^.*postfix/lmtp\\[\\d+\\]: ${queueId}: to=<${escape(rcpt)}>, ${relay}, .*status=${status} \\((.*)\\)$`, 'm')
   const deferred = await Promise.all(recipients.map((rcpt) => postfix.waitForLog(line(rcpt, 'deferred'))))
   t.match(deferred[0]![1], /said: 421 4\.3\.2 /, 'the first waiting recipient gets the 421 4.3.2 shutdown reply and is deferred')
   t.ok(deferred[1], 'the other waiting recipient is deferred too')

@@ -218,7 +218,9 @@ async function lmtpClient(id: number, port: number, traffic: Traffic, maxTransac
           for (const rcpt of accepted) settle(rcpt, go)
           break
         }
-        c.write(`From: <stream@sender.e2e.test>\r\nSubject: client ${id} transaction ${n}\r\nMessage-ID: <c${id}-t${n}@sender.e2e.test>\r\n\r\nbody of ${n}\r\n.\r\n`)
+        c.write(
+          `From: <stream@sender.e2e.test>\r\nSubject: client ${id} transaction ${n}\r\nMessage-ID: <c${id}-t${n}@sender.e2e.test>\r\n\r\nbody of ${n}\r\n.\r\n`,
+        )
         for (const rcpt of accepted) settle(rcpt, await read())
         traffic.transactions++
       }
@@ -329,8 +331,14 @@ async function shutDownBusy(t: Test, s: Scenario, release: 'after-not-ready' | '
   const fivexx = traffic.replies.filter((r) => r.startsWith('5'))
   t.same(fivexx, [], 'no session saw a 5xx')
   const without250 = traffic.outcomes.filter((o) => !o.reply?.startsWith('250'))
-  t.same(without250.filter((o) => o.reply !== null && !o.reply.startsWith('4')), [], 'a recipient without a 250 got a 4xx or no reply')
-  t.comment(`${traffic.transactions} transactions, ${traffic.outcomes.length} recipients, ${without250.length} without a 250 (${without250.filter((o) => o.reply === null).length} with no reply)`)
+  t.same(
+    without250.filter((o) => o.reply !== null && !o.reply.startsWith('4')),
+    [],
+    'a recipient without a 250 got a 4xx or no reply',
+  )
+  t.comment(
+    `${traffic.transactions} transactions, ${traffic.outcomes.length} recipients, ${without250.length} without a 250 (${without250.filter((o) => o.reply === null).length} with no reply)`,
+  )
   return { traffic, hook, service, env, notReadyAt }
 }
 
@@ -344,17 +352,29 @@ async function settledAfterRestart(t: Test, r: Result, s: Scenario): Promise<voi
   const again = await startService(t, r.env)
   let counts = await jobCounts(s.redisUrl, s.keyPrefix)
   // Generous: a job a dead process left locked would be found by the stall checker only after its lock expired.
-  await until(async () => {
-    counts = await jobCounts(s.redisUrl, s.keyPrefix)
-    return undelivered(r).length === 0 && Object.values(counts).every((n) => n === 0)
-  }, 75_000, 200)
+  await until(
+    async () => {
+      counts = await jobCounts(s.redisUrl, s.keyPrefix)
+      return undelivered(r).length === 0 && Object.values(counts).every((n) => n === 0)
+    },
+    75_000,
+    200,
+  )
   t.same(undelivered(r), [], 'after the restart every recipient that got a 250 has had its webhook answer 2xx')
   t.same(counts, empty, 'after the restart nothing is active, stalled, waiting, delayed or failed in the deliveries queue')
   const byRcpt = new Map<string, Call[]>()
   for (const c of r.hook.calls) byRcpt.set(c.rcpt, [...(byRcpt.get(c.rcpt) ?? []), c])
   const retried = [...byRcpt.values()].filter((calls) => calls.length > 1)
-  t.same(retried.filter((calls) => new Set(calls.map((c) => c.webhookId)).size !== 1), [], `a recipient called again carries the same webhook-id (${retried.length} called more than once)`)
-  t.same(retried.filter((calls) => calls.filter((c) => c.status === 200).length > 1), [], 'no recipient was delivered (2xx) twice')
+  t.same(
+    retried.filter((calls) => new Set(calls.map((c) => c.webhookId)).size !== 1),
+    [],
+    `a recipient called again carries the same webhook-id (${retried.length} called more than once)`,
+  )
+  t.same(
+    retried.filter((calls) => calls.filter((c) => c.status === 200).length > 1),
+    [],
+    'no recipient was delivered (2xx) twice',
+  )
   again.child.kill('SIGTERM')
   t.equal(await again.exited, 0, 'the restarted process stops cleanly too')
 }

@@ -112,5 +112,10 @@ export function codes(output: string): string[] {
     .filter((l) => l !== '')
     .slice(1)
     .filter((l) => l[3] !== '-')
-    .map((l) => l.split(' ').slice(0, l.startsWith('354') || /^\d{3} \D/.test(l) ? 1 : 2).join(' '))
+    .map((l) =>
+      l
+        .split(' ')
+        .slice(0, l.startsWith('354') || /^\d{3} \D/.test(l) ? 1 : 2)
+        .join(' '),
+    )
 }

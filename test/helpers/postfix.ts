@@ -42,7 +42,7 @@ export interface CommandResult {
 export function run(command: string, args: string[]): Promise<CommandResult> {
   return new Promise((resolve) => {
     execFile(command, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0
       resolve({ code, output: `${stdout}${stderr}` })
     })
   })
@@ -147,7 +147,11 @@ function mainCf(dir: string, options: PostfixOptions): string {
     maximal_backoff_time: '2s',
     ...options.main,
   }
-  return Object.entries(settings).map(([k, v]) => `${k} = ${v}`.trimEnd()).join('\n') + '\n'
+  return (
+    Object.entries(settings)
+      .map(([k, v]) => `${k} = ${v}`.trimEnd())
+      .join('\n') + '\n'
+  )
 }
 
 /**

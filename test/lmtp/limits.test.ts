@@ -193,7 +193,11 @@ t.test('size limit while the DATA streams: 552 5.3.4 for every recipient, nothin
   t.strictSame(await c.send('.\r\nNOOP\r\n', 3), ['552 5.3.4', '552 5.3.4', '250 2.0.0'], 'the session is still in step')
   t.strictSame(await c.send(TXN + 'DATA\r\nsmall\r\n.\r\nQUIT\r\n', 7), ['250 2.1.0', '250 2.1.5', '250 2.1.5', '354', '250 2.0.0', '250 2.0.0', '221 2.0.0'])
   await c.closed
-  t.strictSame(received.map((x) => (x.error ? 'error' : x.body.toString())), ['error', 'small\r\n'], 'only the small message is delivered')
+  t.strictSame(
+    received.map((x) => (x.error ? 'error' : x.body.toString())),
+    ['error', 'small\r\n'],
+    'only the small message is delivered',
+  )
   checkTranscript(t, c.output, 'size limit, DATA')
 })
 
@@ -352,11 +356,20 @@ t.test('graceful close', async (t) => {
   )
 
   t.strictSame(await inData.send('second half\r\n.\r\n', 3), ['250 2.0.0', '250 2.0.0', '421 4.3.2'], 'the transaction in DATA finishes, then 421')
-  t.strictSame(await beforeData.send('DATA\r\nlate body\r\n.\r\n', 4), ['354', '250 2.0.0', '250 2.0.0', '421 4.3.2'], 'the transaction before DATA finishes, then 421')
+  t.strictSame(
+    await beforeData.send('DATA\r\nlate body\r\n.\r\n', 4),
+    ['354', '250 2.0.0', '250 2.0.0', '421 4.3.2'],
+    'the transaction before DATA finishes, then 421',
+  )
   await Promise.all([inData.closed, beforeData.closed])
   await closing
   t.strictSame(received.map((r) => r.body.toString()).sort(), ['Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n', 'late body\r\n'])
-  for (const [name, c] of [['idle', idle], ['in DATA', inData], ['before DATA', beforeData]] as const) checkTranscript(t, c.output, name)
+  for (const [name, c] of [
+    ['idle', idle],
+    ['in DATA', inData],
+    ['before DATA', beforeData],
+  ] as const)
+    checkTranscript(t, c.output, name)
 })
 
 t.test('graceful close: the deadline ends a stalled transaction with 421 4.3.2 and aborts its stream', async (t) => {
@@ -439,14 +452,25 @@ t.test('handler misbehaviour: each recipient still gets exactly one well-formed 
     checkTranscript(t, out, mode)
     if (mode === 'inject') {
       const after = blocks(out).slice(7, 10)
-      t.strictSame(after.map((b) => b.length), [1, 1, 2], 'injected CR/LF never makes an extra reply line')
+      t.strictSame(
+        after.map((b) => b.length),
+        [1, 1, 2],
+        'injected CR/LF never makes an extra reply line',
+      )
       t.equal(after[0]![0], '250 2.0.0 ok 250 2.0.0 injected')
       t.equal(after[1]![0], '451 4.3.0 line one line two end')
     }
   }
 
-  const rcpt = await converse(port, `${LHLO}MAIL FROM:<a@example.org>\r\nRCPT TO:<throw@example.com>\r\nRCPT TO:<three@example.com>\r\nRCPT TO:<inject@example.com>\r\nRCPT TO:<b@example.com>\r\n${body}QUIT\r\n`)
-  t.strictSame(summary(rcpt).slice(1), ['250', '250 2.1.0', '451 4.3.0', '451 4.3.0', '550 5.1.1', '250 2.1.5', '354', '250 2.0.0', '221 2.0.0'], 'recipient callback: a throw and a 3xx become 451; only the accepted recipient gets a reply after the data')
+  const rcpt = await converse(
+    port,
+    `${LHLO}MAIL FROM:<a@example.org>\r\nRCPT TO:<throw@example.com>\r\nRCPT TO:<three@example.com>\r\nRCPT TO:<inject@example.com>\r\nRCPT TO:<b@example.com>\r\n${body}QUIT\r\n`,
+  )
+  t.strictSame(
+    summary(rcpt).slice(1),
+    ['250', '250 2.1.0', '451 4.3.0', '451 4.3.0', '550 5.1.1', '250 2.1.5', '354', '250 2.0.0', '221 2.0.0'],
+    'recipient callback: a throw and a 3xx become 451; only the accepted recipient gets a reply after the data',
+  )
   t.match(blocks(rcpt)[5]![0], /^550 5\.1\.1 no 250 2\.1\.5 smuggled$/)
   checkTranscript(t, rcpt, 'recipient callback')
 })
@@ -455,7 +479,10 @@ t.test('handler misbehaviour: each recipient still gets exactly one well-formed 
 // was dropped after a single 451, leaving the other recipients without a reply.
 t.test('handler misbehaviour: a reply text array holding a non-string', async (t) => {
   const { port } = await startServer(t, misbehaving)
-  const out = await converse(port, `${LHLO}MAIL FROM:<badtext@example.org>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nRCPT TO:<d@example.com>\r\nDATA\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n`)
+  const out = await converse(
+    port,
+    `${LHLO}MAIL FROM:<badtext@example.org>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nRCPT TO:<d@example.com>\r\nDATA\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n`,
+  )
   t.strictSame(summary(out).slice(7), ['451 4.3.0', '250 2.0.0', '451 4.3.0', '250 2.0.0', '221 2.0.0'], 'data(): one reply per recipient, session goes on')
   const rcpt = await converse(port, `${LHLO}MAIL FROM:<a@example.org>\r\nRCPT TO:<badtext@example.com>\r\nNOOP\r\nQUIT\r\n`)
   t.strictSame(summary(rcpt).slice(1), ['250', '250 2.1.0', '451 4.3.0', '250 2.0.0', '221 2.0.0'], 'recipient(): 451, session goes on')
@@ -484,7 +511,14 @@ t.test('XFORWARD attributes reach the envelope, xtext-decoded, [UNAVAILABLE] dro
   checkTranscript(t, out, 'xforward')
   const plain = (e: Envelope): object => JSON.parse(JSON.stringify(e.xforward)) as object
   t.equal(received.length, 3)
-  t.strictSame(plain(received[0]!.envelope), { name: 'mx.example.net', addr: '192.0.2.10', port: '2525', proto: 'ESMTP', ident: 'id+one=two', source: 'REMOTE' })
+  t.strictSame(plain(received[0]!.envelope), {
+    name: 'mx.example.net',
+    addr: '192.0.2.10',
+    port: '2525',
+    proto: 'ESMTP',
+    ident: 'id+one=two',
+    source: 'REMOTE',
+  })
   t.equal(received[0]!.envelope.xforward.helo, undefined)
   t.strictSame(plain(received[1]!.envelope), {}, 'attributes are reset after a transaction')
   t.strictSame(plain(received[2]!.envelope), { addr: 'IPV6:2001:db8::1' })

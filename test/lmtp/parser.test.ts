@@ -46,7 +46,7 @@ function drive(pieces: readonly Buffer[]): Event[] {
 
 function split(input: Buffer, sizes: () => number): Buffer[] {
   const out: Buffer[] = []
-  for (let i = 0; i < input.length; ) {
+  for (let i = 0; i < input.length;) {
     const n = Math.max(1, sizes())
     out.push(input.subarray(i, i + n))
     i += n
@@ -72,12 +72,40 @@ interface Case {
 const long = 'NOOP ' + 'x'.repeat(MAX_LINE)
 
 const cases: Case[] = [
-  { name: 'command lines', input: 'LHLO a\r\nNOOP\r\n', expect: [['line', 'LHLO a'], ['line', 'NOOP']] },
+  {
+    name: 'command lines',
+    input: 'LHLO a\r\nNOOP\r\n',
+    expect: [
+      ['line', 'LHLO a'],
+      ['line', 'NOOP'],
+    ],
+  },
   { name: 'an incomplete line is not an event', input: 'LHLO a\r\nNOO', expect: [['line', 'LHLO a']] },
-  { name: 'empty line', input: '\r\nNOOP\r\n', expect: [['line', ''], ['line', 'NOOP']] },
-  { name: 'bare LF ends a line and is flagged', input: 'NOOP\nQUIT\r\n', expect: [['bare-lf', 'NOOP'], ['line', 'QUIT']] },
+  {
+    name: 'empty line',
+    input: '\r\nNOOP\r\n',
+    expect: [
+      ['line', ''],
+      ['line', 'NOOP'],
+    ],
+  },
+  {
+    name: 'bare LF ends a line and is flagged',
+    input: 'NOOP\nQUIT\r\n',
+    expect: [
+      ['bare-lf', 'NOOP'],
+      ['line', 'QUIT'],
+    ],
+  },
   { name: 'a bare CR stays inside the line', input: 'NO\rOP\r\n', expect: [['line', 'NO\rOP']] },
-  { name: 'line of exactly the limit (CRLF included)', input: 'x'.repeat(MAX_LINE - 2) + '\r\nNOOP\r\n', expect: [['line', 'x'.repeat(MAX_LINE - 2)], ['line', 'NOOP']] },
+  {
+    name: 'line of exactly the limit (CRLF included)',
+    input: 'x'.repeat(MAX_LINE - 2) + '\r\nNOOP\r\n',
+    expect: [
+      ['line', 'x'.repeat(MAX_LINE - 2)],
+      ['line', 'NOOP'],
+    ],
+  },
   { name: 'line one octet over the limit', input: 'x'.repeat(MAX_LINE - 1) + '\r\nNOOP\r\n', expect: [['too-long'], ['line', 'NOOP']] },
   { name: 'long line reported once, then the next line', input: long + long + '\r\nNOOP\r\n', expect: [['too-long'], ['line', 'NOOP']] },
   { name: 'two long lines in a row', input: long + '\r\n' + long + '\n', expect: [['too-long'], ['too-long']] },
@@ -130,7 +158,17 @@ const cases: Case[] = [
   {
     name: 'pipelined transactions in one segment',
     input: 'MAIL FROM:<>\r\nDATA\r\n1\r\n.\r\nMAIL FROM:<>\r\nDATA\r\n2\r\n.\r\nQUIT\r\n',
-    expect: [['line', 'MAIL FROM:<>'], ['line', 'DATA'], ['data', '1\r\n'], ['end'], ['line', 'MAIL FROM:<>'], ['line', 'DATA'], ['data', '2\r\n'], ['end'], ['line', 'QUIT']],
+    expect: [
+      ['line', 'MAIL FROM:<>'],
+      ['line', 'DATA'],
+      ['data', '1\r\n'],
+      ['end'],
+      ['line', 'MAIL FROM:<>'],
+      ['line', 'DATA'],
+      ['data', '2\r\n'],
+      ['end'],
+      ['line', 'QUIT'],
+    ],
   },
   {
     name: 'non-ASCII octets pass through',

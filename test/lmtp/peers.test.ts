@@ -68,13 +68,22 @@ t.test('swaks --protocol LMTP: one reply per recipient after the data, in order'
   const { port, received } = await startServer(t, recordingHandler, options)
   const rcpts = ['ok1@example.com', 'temp1@example.com', 'ok1@example.com']
   const result = await run(swaks, [
-    '--protocol', 'LMTP',
-    '--server', '127.0.0.1', '--port', String(port),
-    '--helo', 'client.test',
-    '--from', 'sender@example.org',
-    '--to', rcpts.join(','),
-    '--body', 'Hello from swaks',
-    '--timeout', '20',
+    '--protocol',
+    'LMTP',
+    '--server',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--helo',
+    'client.test',
+    '--from',
+    'sender@example.org',
+    '--to',
+    rcpts.join(','),
+    '--body',
+    'Hello from swaks',
+    '--timeout',
+    '20',
   ])
   const transcript = result.stdout
   t.equal(result.code, 0, `swaks exits 0 when at least one recipient got 250:\n${transcript}${result.stderr}`)
@@ -93,7 +102,11 @@ t.test('swaks --protocol LMTP: one reply per recipient after the data, in order'
   t.match(after[1], /temp1@example\.com/)
 
   t.equal(received.length, 1)
-  t.strictSame(received[0]!.envelope.recipients.map((r) => r.address), rcpts, 'the duplicate recipient is kept')
+  t.strictSame(
+    received[0]!.envelope.recipients.map((r) => r.address),
+    rcpts,
+    'the duplicate recipient is kept',
+  )
   t.equal(received[0]!.envelope.sender.address, 'sender@example.org')
   t.equal(received[0]!.envelope.session.lhlo, 'client.test')
   t.match(received[0]!.body.toString(), /\r\n\r\nHello from swaks\r\n/)
@@ -103,15 +116,26 @@ t.test('swaks --protocol LMTP: exit status 26 when no recipient is accepted afte
   const swaks = requireTool(SWAKS, 'swaks (apt-get install swaks)')
   const { port, received } = await startServer(t, recordingHandler, options)
   const result = await run(swaks, [
-    '--protocol', 'LMTP',
-    '--server', '127.0.0.1', '--port', String(port),
-    '--helo', 'client.test',
-    '--from', 'sender@example.org',
-    '--to', 'temp1@example.com,perm1@example.com,temp1@example.com',
-    '--timeout', '20',
+    '--protocol',
+    'LMTP',
+    '--server',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--helo',
+    'client.test',
+    '--from',
+    'sender@example.org',
+    '--to',
+    'temp1@example.com,perm1@example.com,temp1@example.com',
+    '--timeout',
+    '20',
   ])
   t.equal(result.code, 26, `swaks reports "server did not accept mail following data":\n${result.stdout}${result.stderr}`)
-  const failures = result.stdout.split('\n').filter((l) => l.startsWith('<**')).map((l) => l.slice(3).trim().split(' ').slice(0, 2).join(' '))
+  const failures = result.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('<**'))
+    .map((l) => l.slice(3).trim().split(' ').slice(0, 2).join(' '))
   t.strictSame(failures, ['451 4.3.0', '550 5.1.1', '451 4.3.0'], result.stdout)
   t.equal(received.length, 1)
 })
@@ -148,7 +172,10 @@ t.test('Python smtplib.LMTP: the script reads each recipient reply after the dat
   t.equal(result.code, 0, result.stderr)
   const out = JSON.parse(result.stdout) as { refused: object; replies: [number, string][]; noop: number; second: [number, string]; quit: number }
   t.strictSame(out.refused, {}, 'no recipient refused at RCPT time')
-  t.strictSame(out.replies.map((r) => r[0]), [250, 451, 550, 250])
+  t.strictSame(
+    out.replies.map((r) => r[0]),
+    [250, 451, 550, 250],
+  )
   t.match(out.replies[1]![1], /^4\.3\.0 <temp2@example\.com>/)
   t.match(out.replies[2]![1], /^5\.1\.1 <perm3@example\.com>/)
   t.equal(out.noop, 250, 'the session is still in step after the per-recipient replies')
@@ -156,7 +183,10 @@ t.test('Python smtplib.LMTP: the script reads each recipient reply after the dat
   t.equal(out.quit, 221)
 
   t.equal(received.length, 2)
-  t.strictSame(received[0]!.envelope.recipients.map((r) => r.address), rcpts)
+  t.strictSame(
+    received[0]!.envelope.recipients.map((r) => r.address),
+    rcpts,
+  )
   t.equal(received[0]!.body.toString(), 'Subject: from python\r\n\r\nHello from smtplib\r\n.leading dot\r\n', 'dot-stuffed by the client, unstuffed by us')
 })
 
@@ -189,7 +219,10 @@ t.test('nodemailer SMTP connection with lmtp: true reports accepted and rejected
   t.strictSame(second.rejected, [])
 
   t.equal(received.length, 2)
-  t.strictSame(received[0]!.envelope.recipients.map((r) => r.address), ['ok1@example.com', 'temp2@example.com', 'perm3@example.com', 'ok4@example.com'])
+  t.strictSame(
+    received[0]!.envelope.recipients.map((r) => r.address),
+    ['ok1@example.com', 'temp2@example.com', 'perm3@example.com', 'ok4@example.com'],
+  )
   t.equal(received[1]!.body.toString(), 'Subject: nodemailer\r\n\r\nsecond\r\n')
   t.equal(received[0]!.envelope.session.id, received[1]!.envelope.session.id, 'both messages came over one session')
 })

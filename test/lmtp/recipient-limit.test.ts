@@ -8,5 +8,8 @@ t.test('over the recipient limit: 452 4.5.3, earlier recipients kept and answere
     'LHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nRCPT TO:<d@example.com>\r\nRCPT TO:<e@example.com>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n',
   )
   t.strictSame(codes(out), ['250', '250 2.1.0', '250 2.1.5', '250 2.1.5', '452 4.5.3', '452 4.5.3', '354', '250 2.0.0', '250 2.0.0', '221 2.0.0'])
-  t.strictSame(received[0]!.envelope.recipients.map((r) => r.address), ['b@example.com', 'c@example.com'])
+  t.strictSame(
+    received[0]!.envelope.recipients.map((r) => r.address),
+    ['b@example.com', 'c@example.com'],
+  )
 })

@@ -89,7 +89,9 @@ const cases: Case[] = [
   },
   {
     name: 'non-ASCII addresses need SMTPUTF8',
-    input: LHLO + 'MAIL FROM:<jörg@x.test>\r\nMAIL FROM:<jörg@x.test> SMTPUTF8\r\nRCPT TO:<bé@example.com>\r\nRSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<bé@example.com>\r\nQUIT\r\n',
+    input:
+      LHLO +
+      'MAIL FROM:<jörg@x.test>\r\nMAIL FROM:<jörg@x.test> SMTPUTF8\r\nRCPT TO:<bé@example.com>\r\nRSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<bé@example.com>\r\nQUIT\r\n',
     expect: [L, '553 5.6.7', '250 2.1.0', '250 2.1.5', '250 2.0.0', '250 2.1.0', '553 5.6.7', '221 2.0.0'],
   },
   {
@@ -155,7 +157,9 @@ const cases: Case[] = [
   },
   {
     name: 'pipelined transaction followed by . and QUIT in the same segment',
-    input: LHLO + 'MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nhello\r\n.\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<d@example.com>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n',
+    input:
+      LHLO +
+      'MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nhello\r\n.\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<d@example.com>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n',
     expect: [L, '250 2.1.0', '250 2.1.5', '250 2.1.5', '354', '250 2.0.0', '250 2.0.0', '250 2.1.0', '250 2.1.5', '354', '250 2.0.0', '221 2.0.0'],
     bodies: ['hello\r\n', 'second\r\n'],
   },

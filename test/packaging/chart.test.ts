@@ -54,7 +54,10 @@ t.test('values.schema.json rejects bad values and names the field', async (t) =>
   for (const [what, override, path] of cases) {
     const errors = errorsOf(withOverrides(values, override))
     t.ok(errors.length > 0, `${what} is rejected`)
-    t.ok(errors.some((e) => e.instancePath === path), `${what}: an error names ${path || 'the root'} (got ${errors.map((e) => `${e.instancePath} ${e.message}`).join('; ')})`)
+    t.ok(
+      errors.some((e) => e.instancePath === path),
+      `${what}: an error names ${path || 'the root'} (got ${errors.map((e) => `${e.instancePath} ${e.message}`).join('; ')})`,
+    )
   }
 })
 
@@ -63,7 +66,17 @@ t.test('values.schema.json accepts a realistic production override', async (t) =
     role: 'listener',
     redis: { url: 'rediss://:pw@redis.example.internal:6380/0', prefix: 'mail-prod' },
     adminTokens: ['0123456789abcdef0123'],
-    routes: [{ id: 'support', match: '*@support.example.com', url: 'https://hooks.example.com/mail', secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], mode: 'accept', timeout: '20s', headers: { 'x-tenant': 'support' } }],
+    routes: [
+      {
+        id: 'support',
+        match: '*@support.example.com',
+        url: 'https://hooks.example.com/mail',
+        secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
+        mode: 'accept',
+        timeout: '20s',
+        headers: { 'x-tenant': 'support' },
+      },
+    ],
     config: { lmtp: { domains: ['example.com', 'support.example.com'], maxMessageSize: '50MiB' }, delivery: { denyCidrs: ['10.0.0.0/8', 'fd00::/8'] } },
     autoscaling: { enabled: true, minReplicas: 3, maxReplicas: 12 },
     podDisruptionBudget: { enabled: true, maxUnavailable: '25%' },
@@ -78,13 +91,27 @@ t.test('routes the schema accepts are routes the service accepts', async (t) => 
   for (const key of Object.keys(routeSchema.properties)) t.ok(known.includes(key), `routes[].${key} is a route field`)
   t.same([...routeSchema.required].sort(), [...(RouteDefinitionSchema.required ?? [])].sort(), 'the same fields are required')
   const routes = [
-    { id: 'support', match: '*@support.example.com', url: 'https://hooks.example.com/mail', secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'], mode: 'accept', timeout: '20s', headers: { 'x-tenant': 'support' } },
+    {
+      id: 'support',
+      match: '*@support.example.com',
+      url: 'https://hooks.example.com/mail',
+      secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'],
+      mode: 'accept',
+      timeout: '20s',
+      headers: { 'x-tenant': 'support' },
+    },
     { id: 'sales', match: 'sales@example.com', url: 'http://sales.internal:8080/in', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' },
   ]
   t.same(errorsOf(withOverrides(values, { routes })), [])
   // the Secret renders `dict "routes" .Values.routes | toYaml`
   const parsed = parseRoutesFile(JSON.stringify({ routes }), 'routes.yaml')
-  t.same(parsed.map((r) => [r.id, r.mode, r.timeoutMs]), [['support', 'accept', 20_000], ['sales', 'defer', undefined]])
+  t.same(
+    parsed.map((r) => [r.id, r.mode, r.timeoutMs]),
+    [
+      ['support', 'accept', 20_000],
+      ['sales', 'defer', undefined],
+    ],
+  )
   t.same(parseRoutesFile(JSON.stringify({ routes: [] }), 'routes.yaml'), [], 'the default (no routes) is a valid routes file')
 })
 
@@ -211,7 +238,13 @@ t.test('overridden values reach the configuration', async (t) => {
     config: {
       logLevel: 'debug',
       lmtp: { hostname: 'lmtp.example.com', domains: ['example.com', 'example.org'], maxMessageSize: '50MiB', maxConnections: 250, idleTimeout: '90s' },
-      delivery: { workerConcurrency: 8, replyTimeoutSeconds: 45, denyCidrs: ['10.0.0.0/8', 'fd00::/8'], senderCheckUrl: 'https://hooks.example.com/sender', allowAcceptWithoutAof: true },
+      delivery: {
+        workerConcurrency: 8,
+        replyTimeoutSeconds: 45,
+        denyCidrs: ['10.0.0.0/8', 'fd00::/8'],
+        senderCheckUrl: 'https://hooks.example.com/sender',
+        allowAcceptWithoutAof: true,
+      },
       shutdownTimeoutSeconds: 60,
     },
   })

@@ -78,7 +78,10 @@ t.test('docker-compose config accepts docker/compose.yaml', async (t) => {
     t.match(command, /--appendonly yes/)
     t.match(command, /--appendfsync everysec/)
     t.match(command, /--maxmemory-policy noeviction/, 'BullMQ keys are never evicted')
-    t.ok(volumes(services.redis as Service).some((v) => v.target === '/data'), 'the AOF lives on a volume')
+    t.ok(
+      volumes(services.redis as Service).some((v) => v.target === '/data'),
+      'the AOF lives on a volume',
+    )
   })
 
   const app = services['lmtp-webhook'] as Service
@@ -106,7 +109,11 @@ t.test('docker-compose config accepts docker/compose.yaml', async (t) => {
 
   t.test('the routes reach the demo receiver with the secret it checks', async (t) => {
     const file = readYaml('docker', 'routes.example.yaml') as { routes: Route[] }
-    t.equal(parseRoutesFile(readText('docker', 'routes.example.yaml'), 'routes.example.yaml').length, file.routes.length, 'the service accepts every route of the file')
+    t.equal(
+      parseRoutesFile(readText('docker', 'routes.example.yaml'), 'routes.example.yaml').length,
+      file.routes.length,
+      'the service accepts every route of the file',
+    )
     const receiver = services['demo-receiver'] as Service
     const known = (receiver.environment?.WEBHOOK_SECRET ?? '').split(/[\s,]+/)
     t.ok(file.routes.length > 0)
@@ -114,10 +121,14 @@ t.test('docker-compose config accepts docker/compose.yaml', async (t) => {
       const url = new URL(route.url)
       t.equal(url.hostname, 'demo-receiver', `${route.id}: calls the demo receiver service`)
       t.equal(url.port, receiver.environment?.PORT, `${route.id}: on the port it listens on`)
-      for (const secret of route.secrets ?? [route.secret]) t.ok(secret !== undefined && known.includes(secret), `${route.id}: signs with a secret the receiver knows`)
+      for (const secret of route.secrets ?? [route.secret])
+        t.ok(secret !== undefined && known.includes(secret), `${route.id}: signs with a secret the receiver knows`)
       t.match(route.match, /@example\.test$|^\*$/, `${route.id}: serves the demo domain`)
     }
-    t.same(volumes(receiver).map((v) => [v.source, v.target]), [[join(ROOT, 'docker', 'demo-receiver'), '/app']])
+    t.same(
+      volumes(receiver).map((v) => [v.source, v.target]),
+      [[join(ROOT, 'docker', 'demo-receiver'), '/app']],
+    )
     t.equal(receiver.command?.at(-1), '/app/server.mjs')
   })
 

@@ -25,7 +25,10 @@ interface Receiver {
 }
 
 async function startReceiver(t: Test, env: Record<string, string>): Promise<Receiver> {
-  const child = spawn(process.execPath, [SCRIPT], { env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [SCRIPT], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL')
   })
@@ -56,7 +59,10 @@ async function post(base: string, path: string, headers: Record<string, string>,
   return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> }
 }
 
-const payload = JSON.stringify({ envelope: { mailFrom: 'sender@example.org', rcptTo: 'alice@example.test' }, message: { subject: 'Hello', messageId: '<1@example.org>' } })
+const payload = JSON.stringify({
+  envelope: { mailFrom: 'sender@example.org', rcptTo: 'alice@example.test' },
+  message: { subject: 'Hello', messageId: '<1@example.org>' },
+})
 
 t.test('verifies Standard Webhooks signatures', async (t) => {
   const receiver = await startReceiver(t, { WEBHOOK_SECRET: `${current} ${previous}` })
@@ -81,7 +87,11 @@ t.test('verifies Standard Webhooks signatures', async (t) => {
   t.equal(tampered.status, 401, 'a changed body is refused')
   t.match(tampered.body.error, /no v1 signature matches/)
 
-  t.equal((await post(receiver.base, '/hooks/inbox', signed(`whsec_${randomBytes(32).toString('base64')}`, payload), payload)).status, 401, 'an unknown secret is refused')
+  t.equal(
+    (await post(receiver.base, '/hooks/inbox', signed(`whsec_${randomBytes(32).toString('base64')}`, payload), payload)).status,
+    401,
+    'an unknown secret is refused',
+  )
 
   const old = new Date(Date.now() - 10 * 60_000)
   const stale = await post(receiver.base, '/hooks/inbox', signed(current, payload, old), payload)
@@ -103,7 +113,10 @@ t.test('verifies Standard Webhooks signatures', async (t) => {
 
 t.test('refuses to start without a usable secret, naming the variable', async (t) => {
   for (const secret of ['', 'hunter2']) {
-    const child = spawn(process.execPath, [SCRIPT], { env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', WEBHOOK_SECRET: secret }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [SCRIPT], {
+      env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', WEBHOOK_SECRET: secret },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let stderr = ''
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
     const [code] = await once(child, 'exit')

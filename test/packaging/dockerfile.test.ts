@@ -47,11 +47,25 @@ t.test('multi-stage: a build stage compiles with dev dependencies', async (t) =>
   const build = stages.find((s) => s.name === 'build')
   t.ok(build, 'a stage named build')
   const runs = all(build as Stage, 'RUN').map((i) => i.args)
-  t.ok(runs.some((r) => /\bnpm ci\b/.test(r) && !/--omit=dev/.test(r)), 'build installs all dependencies with npm ci')
-  t.ok(runs.some((r) => /\bnpm run build\b/.test(r)), 'build runs npm run build')
-  const copied = all(runtime, 'COPY').filter((c) => c.args.includes('--from=build')).map((c) => c.args)
-  t.ok(copied.some((c) => /\/app\/dist\s+\.\/dist$/.test(c)), 'the runtime takes dist/ from the build stage')
-  t.notOk(copied.some((c) => /node_modules/.test(c)), 'the runtime never takes the build stage node_modules (dev dependencies)')
+  t.ok(
+    runs.some((r) => /\bnpm ci\b/.test(r) && !/--omit=dev/.test(r)),
+    'build installs all dependencies with npm ci',
+  )
+  t.ok(
+    runs.some((r) => /\bnpm run build\b/.test(r)),
+    'build runs npm run build',
+  )
+  const copied = all(runtime, 'COPY')
+    .filter((c) => c.args.includes('--from=build'))
+    .map((c) => c.args)
+  t.ok(
+    copied.some((c) => /\/app\/dist\s+\.\/dist$/.test(c)),
+    'the runtime takes dist/ from the build stage',
+  )
+  t.notOk(
+    copied.some((c) => /node_modules/.test(c)),
+    'the runtime never takes the build stage node_modules (dev dependencies)',
+  )
 })
 
 t.test('the runtime stage is node 24 slim with production dependencies only', async (t) => {
@@ -60,7 +74,10 @@ t.test('the runtime stage is node 24 slim with production dependencies only', as
   const installs = runs.filter((r) => /\bnpm (ci|install|i)\b/.test(r))
   t.equal(installs.length, 1, 'one npm install in the runtime stage')
   t.match(installs[0], /\bnpm ci\b.*--omit=dev/, 'npm ci --omit=dev')
-  t.ok(runs.some((r) => /apt-get install[^&]*\btini\b/.test(r)), 'tini from apt')
+  t.ok(
+    runs.some((r) => /apt-get install[^&]*\btini\b/.test(r)),
+    'tini from apt',
+  )
   t.match(last(runtime, 'ENTRYPOINT')?.args ?? '', /^\["\/usr\/bin\/tini", "--"\]$/, 'tini is PID 1')
   const cmd = words(last(runtime, 'CMD')?.args ?? '')
   t.same(cmd, ['node', pkg.main], `CMD runs node ${pkg.main} (package.json main)`)
@@ -72,15 +89,30 @@ t.test('the runtime runs as a fixed non-root uid with a writable /tmp only', asy
   t.ok(user.uid > 0, `uid ${user.uid} is not root`)
   t.ok(user.gid !== null && user.gid > 0, 'gid is fixed and not root')
   const userIndex = runtime.instructions.indexOf(last(runtime, 'USER') as Instruction)
-  t.notOk(runtime.instructions.slice(userIndex).some((i) => i.keyword === 'RUN'), 'nothing runs after USER')
-  t.ok(all(runtime, 'RUN').some((r) => r.args.includes(`--uid ${user.uid}`) && r.args.includes(`--gid ${user.gid}`)), 'the user exists in /etc/passwd with that uid and gid')
+  t.notOk(
+    runtime.instructions.slice(userIndex).some((i) => i.keyword === 'RUN'),
+    'nothing runs after USER',
+  )
+  t.ok(
+    all(runtime, 'RUN').some((r) => r.args.includes(`--uid ${user.uid}`) && r.args.includes(`--gid ${user.gid}`)),
+    'the user exists in /etc/passwd with that uid and gid',
+  )
   t.equal(pairs(runtime, 'ENV').get('TMPDIR'), '/tmp')
-  t.same(all(runtime, 'VOLUME').map((v) => v.args), ['/tmp'], 'VOLUME /tmp and nothing else')
-  t.notOk(all(runtime, 'COPY').some((c) => /--chown/.test(c.args)), 'application files stay owned by root (read-only for the service)')
+  t.same(
+    all(runtime, 'VOLUME').map((v) => v.args),
+    ['/tmp'],
+    'VOLUME /tmp and nothing else',
+  )
+  t.notOk(
+    all(runtime, 'COPY').some((c) => /--chown/.test(c.args)),
+    'application files stay owned by root (read-only for the service)',
+  )
 })
 
 t.test('EXPOSE 2424 (LMTP) and 8080 (admin), matching the ENV defaults', async (t) => {
-  const exposed = all(runtime, 'EXPOSE').flatMap((e) => e.args.split(/\s+/)).map((p) => p.replace(/\/tcp$/, ''))
+  const exposed = all(runtime, 'EXPOSE')
+    .flatMap((e) => e.args.split(/\s+/))
+    .map((p) => p.replace(/\/tcp$/, ''))
   t.same(exposed.sort(), ['2424', '8080'])
   const env = pairs(runtime, 'ENV')
   t.equal(env.get('LMTP_PORT'), '2424')
@@ -119,7 +151,16 @@ t.test('.dockerignore keeps the context to what COPY needs', async (t) => {
     const files = statSync(path).isDirectory() ? listFiles(path) : [source]
     for (const file of files) t.notOk(ignored(file), `${file} is in the build context`)
   }
-  for (const path of ['node_modules/yaml/package.json', 'dist/main.js', '.git/HEAD', 'test/packaging/chart.test.ts', 'helm/lmtp-webhook/values.yaml', '.env', 'docker/compose.yaml', 'src/debug.log']) {
+  for (const path of [
+    'node_modules/yaml/package.json',
+    'dist/main.js',
+    '.git/HEAD',
+    'test/packaging/chart.test.ts',
+    'helm/lmtp-webhook/values.yaml',
+    '.env',
+    'docker/compose.yaml',
+    'src/debug.log',
+  ]) {
     t.ok(ignored(path), `${path} stays out of the build context`)
   }
 })

@@ -175,5 +175,8 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
   const [code] = await once(child, 'exit')
   t.equal(code, 0, 'SIGTERM stops it with exit code 0')
   if (code !== 0) t.comment(stderr)
-  t.ok(logs.some((l) => l.msg === 'stopped'), 'the shutdown is logged')
+  t.ok(
+    logs.some((l) => l.msg === 'stopped'),
+    'the shutdown is logged',
+  )
 })

@@ -52,8 +52,15 @@ routes:
       timeout: { code: 451, enhanced: 4.4.1 }
 `)
   const routes = loadRoutesFile(path)
-  t.same(routes.map((r) => r.id), ['support', 'tagged', 'everyone'], 'routes keep the file order')
-  t.ok(routes.every((r) => r.source === 'file'), 'all are file routes')
+  t.same(
+    routes.map((r) => r.id),
+    ['support', 'tagged', 'everyone'],
+    'routes keep the file order',
+  )
+  t.ok(
+    routes.every((r) => r.source === 'file'),
+    'all are file routes',
+  )
   t.same(routes[0]!.secrets, [SECRET])
   t.same(routes[0]!.headers, { authorization: 'Bearer abc' })
   t.equal(routes[1]!.format, 'raw')
@@ -139,7 +146,10 @@ t.test('the example in docs/routes.md is a valid routes file', async (t) => {
   const example = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1]
   t.ok(example, 'the page has a YAML example')
   const routes = loadRoutesFile(file(example!))
-  t.same(routes.map((r) => r.id), ['support', 'sales', 'example-catch-all', 'tenants'])
+  t.same(
+    routes.map((r) => r.id),
+    ['support', 'sales', 'example-catch-all', 'tenants'],
+  )
   t.equal(routes[2]!.maxInlineAttachmentBytes, 0)
   t.same(routes[3]!.replies.timeout, { code: 451, enhanced: '4.4.1', message: undefined })
 })

@@ -54,7 +54,7 @@ t.test('bad patterns are refused with a message naming the field and what was ex
       t.match((err as Error).message, `got ${JSON.stringify(input)}`, 'the message quotes the input')
     }
   }
-  t.throws(() => parsePattern('nope', 'routes[1].match'), /^routes\[1\]\.match: expected/, 'the field name is the caller\'s')
+  t.throws(() => parsePattern('nope', 'routes[1].match'), /^routes\[1\]\.match: expected/, "the field name is the caller's")
 })
 
 t.test('what each kind of pattern matches', async (t) => {

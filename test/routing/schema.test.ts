@@ -96,9 +96,15 @@ t.test('every schema error names the route and the field and says what was expec
     [{ ...base, retry: { tries: 3 } }, 'retry.tries: unknown field in retry'],
     [{ ...base, retries: 3 }, 'retries: unknown field (known fields: id, match, url'],
     [{ ...base, maxInlineAttachmentBytes: -1 }, 'maxInlineAttachmentBytes: expected a size in bytes'],
-    [{ ...base, maxInlineAttachmentBytes: '2GiB' }, 'maxInlineAttachmentBytes: expected a size in bytes or a string such as "10MiB", "512KiB" (0 = metadata only), at most 1GiB, got "2GiB"'],
+    [
+      { ...base, maxInlineAttachmentBytes: '2GiB' },
+      'maxInlineAttachmentBytes: expected a size in bytes or a string such as "10MiB", "512KiB" (0 = metadata only), at most 1GiB, got "2GiB"',
+    ],
     [{ ...base, recipientCheckUrl: 'mailto:x@y' }, 'recipientCheckUrl: expected an http(s) URL, got "mailto:x@y"'],
-    [{ ...base, url: 'https://user:pw@hooks.example.com/' }, 'url: expected an http(s) URL without credentials (put them in headers, such as Authorization), got a URL with user info for hooks.example.com'],
+    [
+      { ...base, url: 'https://user:pw@hooks.example.com/' },
+      'url: expected an http(s) URL without credentials (put them in headers, such as Authorization), got a URL with user info for hooks.example.com',
+    ],
     [{ ...base, url: 'http://' }, 'url: expected an http(s) URL'],
     [{ ...base, headers: { Host: 'x' } }, 'headers.Host: expected a header the service does not set itself'],
     [{ ...base, headers: { 'Content-Type': 'text/plain' } }, 'headers.Content-Type: expected a header the service does not set itself'],
@@ -107,12 +113,21 @@ t.test('every schema error names the route and the field and says what was expec
     [{ ...base, headers: { 'User-Agent': 'me' } }, 'headers.User-Agent: expected a header'],
     [{ ...base, headers: { 'Bad Name': 'x' } }, 'headers.Bad Name: expected a header name'],
     [{ ...base, headers: { 'X-A': 'a', 'x-a': 'b' } }, 'headers.x-a: expected each header name once'],
-    [{ ...base, headers: { 'X-A': 1 } }, 'headers.X-A: expected a header value of at most 8192 characters without line breaks, got a value of number (not shown)'],
-    [{ ...base, headers: { 'X-A': 'a\r\nInjected: 1' } }, 'headers.X-A: expected a header value of at most 8192 characters without line breaks, got a value of 14 characters (not shown)'],
+    [
+      { ...base, headers: { 'X-A': 1 } },
+      'headers.X-A: expected a header value of at most 8192 characters without line breaks, got a value of number (not shown)',
+    ],
+    [
+      { ...base, headers: { 'X-A': 'a\r\nInjected: 1' } },
+      'headers.X-A: expected a header value of at most 8192 characters without line breaks, got a value of 14 characters (not shown)',
+    ],
     [{ ...base, replies: { '600': { code: 550 } } }, 'replies.600: expected a key that is an HTTP status from 200 to 599'],
     [{ ...base, replies: { '404': { code: 350 } } }, 'replies.404.code: expected a reply code of class 2, 4 or 5 (such as 250, 451, 550), got 350'],
     [{ ...base, replies: { '404': { code: 700 } } }, 'replies.404.code: expected a reply code of class 2, 4 or 5'],
-    [{ ...base, replies: { '404': { code: 550, enhanced: '4.1.1' } } }, 'replies.404.enhanced: expected an enhanced status code of class 5 (as the code 550), got "4.1.1"'],
+    [
+      { ...base, replies: { '404': { code: 550, enhanced: '4.1.1' } } },
+      'replies.404.enhanced: expected an enhanced status code of class 5 (as the code 550), got "4.1.1"',
+    ],
     [{ ...base, replies: { '404': { code: 550, text: 'x' } } }, 'replies.404.text: unknown field in replies.404'],
     [{ ...base, replies: { '4xx': { code: 550 }, '4XX': { code: 451 } } }, 'replies.4XX: expected each key once'],
   ]
@@ -128,7 +143,10 @@ t.test('secrets are checked but never shown in errors', async (t) => {
   const long = `whsec_${randomBytes(72).toString('base64')}`
   t.match(problem({ ...base, secret: short }), 'secret: expected a secret "whsec_" followed by base64 of 24 to 64 bytes (it decodes to 16)')
   t.match(problem({ ...base, secrets: [secret(), long] }), /secrets\[1\]: expected a secret "whsec_"/)
-  t.match(problem({ ...base, secret: 'sk_live_abcdef' }), 'secret: expected a secret "whsec_" followed by base64 of 24 to 64 bytes, got a value of 14 characters (not shown)')
+  t.match(
+    problem({ ...base, secret: 'sk_live_abcdef' }),
+    'secret: expected a secret "whsec_" followed by base64 of 24 to 64 bytes, got a value of 14 characters (not shown)',
+  )
   t.match(problem({ ...base, secrets: [] }), 'secrets: expected a list of 1 to 10 secrets')
   t.match(problem({ ...base, secret: secret(), secrets: [secret()] }), 'secret: expected either secret or secrets, not both')
   const same = secret()

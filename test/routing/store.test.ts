@@ -68,14 +68,24 @@ const def = (id: string, match: string, extra: Record<string, unknown> = {}) => 
 t.test('create, replace and delete API routes', async (t) => {
   const { open } = await setup(t)
   const store = await open()
-  t.same(store.list().map((r) => [r.id, r.source]), [['file-support', 'file'], ['file-all', 'file']], 'file routes are there from the start')
+  t.same(
+    store.list().map((r) => [r.id, r.source]),
+    [
+      ['file-support', 'file'],
+      ['file-all', 'file'],
+    ],
+    'file routes are there from the start',
+  )
 
   const created = await store.create(def('sales', 'Sales+*@Example.com', { secret }))
   t.equal(created.source, 'api')
   t.equal(created.match, 'sales+*@example.com')
   t.equal(store.lookup('sales+eu@example.com')?.id, 'sales', 'the new route serves at once')
   t.equal(store.get('sales')?.secrets[0], secret, 'the route keeps its secret for signing')
-  t.same(store.list().map((r) => r.id), ['file-support', 'file-all', 'sales'])
+  t.same(
+    store.list().map((r) => r.id),
+    ['file-support', 'file-all', 'sales'],
+  )
 
   const replaced = await store.replace('sales', { match: '*@sales.example.com', url: 'http://127.0.0.1:1/v2' })
   t.equal(replaced.url, 'http://127.0.0.1:1/v2')
@@ -111,7 +121,7 @@ t.test('taken ids and patterns are conflicts, against API and file routes', asyn
   t.same(err.details, { field: 'match', id: 'sales-2', conflictingId: 'sales' })
 
   err = await rejection(store.replace('other', { match: 'sales@example.com', url: 'http://127.0.0.1:1/' }), 'ROUTE_ERR_DUPLICATE')
-  t.match(err.message, 'is already the pattern of route "sales"', 'replace cannot take another route\'s pattern')
+  t.match(err.message, 'is already the pattern of route "sales"', "replace cannot take another route's pattern")
   t.equal(store.get('other')?.match, 'other@example.com', 'and the route is unchanged')
 
   err = await rejection(store.create(def('file-support', 'x@example.com')), 'ROUTE_ERR_DUPLICATE')
@@ -121,7 +131,11 @@ t.test('taken ids and patterns are conflicts, against API and file routes', asyn
   err = await rejection(store.replace('other', { match: 'support@example.com', url: 'http://127.0.0.1:1/' }), 'ROUTE_ERR_DUPLICATE')
   t.match(err.message, 'of the routes file')
 
-  t.same(store.list().map((r) => r.id), ['file-support', 'file-all', 'other', 'sales'], 'no conflict left a trace')
+  t.same(
+    store.list().map((r) => r.id),
+    ['file-support', 'file-all', 'other', 'sales'],
+    'no conflict left a trace',
+  )
 })
 
 t.test('file routes are read-only', async (t) => {
@@ -160,7 +174,7 @@ t.test('routes outlive the store: a new store loads them from Redis', async (t) 
   t.same(publicView(kept!).secretIds.length, 1)
 })
 
-t.test('two stores on one Redis see each other\'s changes', async (t) => {
+t.test("two stores on one Redis see each other's changes", async (t) => {
   const { open } = await setup(t)
   const a = await open()
   const b = await open()
@@ -169,7 +183,7 @@ t.test('two stores on one Redis see each other\'s changes', async (t) => {
 
   await a.create(def('from-a', 'a@example.com'))
   await until(t, 'b sees the route a created', () => b.lookup('a@example.com')?.id === 'from-a')
-  t.ok(seenByB.length >= 1, 'b\'s change listener was called')
+  t.ok(seenByB.length >= 1, "b's change listener was called")
   t.equal(b.version, a.version, 'both are at the same version')
 
   await b.replace('from-a', { match: 'a2@example.com', url: 'http://127.0.0.1:1/x' })
@@ -178,7 +192,10 @@ t.test('two stores on one Redis see each other\'s changes', async (t) => {
   await b.delete('from-a')
   await until(t, 'a sees the deletion b made', () => a.get('from-a') === undefined)
 
-  await rejection(b.create(def('from-a', 'a2@example.com')).then(() => a.create(def('again', 'A2@example.com'))), 'ROUTE_ERR_DUPLICATE')
+  await rejection(
+    b.create(def('from-a', 'a2@example.com')).then(() => a.create(def('again', 'A2@example.com'))),
+    'ROUTE_ERR_DUPLICATE',
+  )
 })
 
 t.test('two stores racing for one pattern: exactly one wins', async (t) => {
@@ -192,7 +209,19 @@ t.test('two stores racing for one pattern: exactly one wins', async (t) => {
     t.equal(won.length, 1, `round ${round}: one create succeeded`)
     t.ok(lost.length === 1 && isAppError(lost[0]!.reason, 'ROUTE_ERR_DUPLICATE'), `round ${round}: the other got ROUTE_ERR_DUPLICATE`)
   }
-  await until(t, 'both stores agree on every route', () => a.list().map((r) => r.id).join() === b.list().map((r) => r.id).join())
+  await until(
+    t,
+    'both stores agree on every route',
+    () =>
+      a
+        .list()
+        .map((r) => r.id)
+        .join() ===
+      b
+        .list()
+        .map((r) => r.id)
+        .join(),
+  )
   t.equal(a.list().filter((r) => r.source === 'api').length, 10)
 })
 
@@ -204,7 +233,7 @@ t.test('a store that missed change notices catches up on reconnect', async (t) =
   const b = await open({ subscriber })
 
   subscriber.disconnect()
-  await until(t, 'b\'s subscriber is disconnected', () => subscriber.status === 'end')
+  await until(t, "b's subscriber is disconnected", () => subscriber.status === 'end')
   await a.create(def('while-away', 'away@example.com'))
   t.equal(b.get('while-away'), undefined, 'b cannot have seen it: no notice, no periodic check yet')
 

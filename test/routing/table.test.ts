@@ -128,6 +128,10 @@ t.test('different patterns over the same addresses are not conflicts', async (t)
   t.equal(table.size, 4)
   t.equal(table.get('b')?.match, 'user+*@example.com')
   t.equal(table.byMatch('User+*@Example.com')?.id, 'b')
-  t.same(table.routes.map((r) => r.id), ['a', 'b', 'c', 'd'], 'routes keep their order')
+  t.same(
+    table.routes.map((r) => r.id),
+    ['a', 'b', 'c', 'd'],
+    'routes keep their order',
+  )
   t.ok(Object.isFrozen(table.routes), 'the route list cannot be changed')
 })
