@@ -1,18 +1,20 @@
 /**
- * One LMTP connection: the state machine. Commands dispatch through a table; every reply goes
- * through `formatReply`; input is parsed by `LmtpParser` and replies are batched and flushed
- * whenever the parser has no complete input left (RFC 2920), so pipelined groups are answered in
- * order and nothing buffered is lost.
+ * One LMTP connection: the input pump, the reply batching and the message data path. Commands live
+ * in `commands/`, one file per command (or per family), and dispatch through the table in
+ * `commands/index.ts`; they read and change the session state kept here. Every reply goes through
+ * `formatReply`; input is parsed by `LmtpParser` and replies are batched and flushed whenever the
+ * parser has no complete input left (RFC 2920), so pipelined groups are answered in order and
+ * nothing buffered is lost.
  */
 import type { Socket } from 'node:net'
 import { Readable } from 'node:stream'
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.js'
 import { LmtpParser, type ParserEvent } from './parser.js'
-import { formatReply, isFinalReply, reply, type Reply } from './reply.js'
-import { decodeXtext, parseMailbox, parseParams, splitPathAndParams } from './address.js'
-import type { BodyType, Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
+import { formatReply, isFinalReply, type Reply } from './reply.js'
+import type { Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
+import { COMMANDS } from './commands/index.js'
+import { newId } from './ids.js'
 import * as R from './replies.js'
 
 export interface SessionOptions {
@@ -33,7 +35,7 @@ export interface SessionObserver {
   transaction?(envelope: Envelope, replies: readonly Reply[], size: number): void
 }
 
-interface Transaction {
+export interface Transaction {
   readonly sender: Sender
   readonly recipients: Recipient[]
   readonly startedAt: number
@@ -50,49 +52,51 @@ interface Transaction {
   usedBdat: boolean
 }
 
-type Command = (this: LmtpSession, args: string) => void | Promise<void>
+/** A BDAT chunk being read: the reply to send at its end, or null to stream it into the transaction. */
+export interface BdatChunk {
+  readonly last: boolean
+  readonly size: number
+  readonly reject: Reply | null
+}
 
 /** Input queued beyond this pauses the socket until the session catches up. */
 const INPUT_HIGH_WATER = 256 * 1024
 /** How long a closed session waits for the client to close its side. */
 const CLOSE_LINGER_MS = 5_000
 const MESSAGE_HIGH_WATER = 64 * 1024
-const XFORWARD_ATTRS = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE'])
-
-// Ids are unique per process start (random prefix) and cheap to make (a counter).
-const ID_PREFIX = randomBytes(4).toString('hex')
-let counter = 0
-function newId(): string {
-  counter = (counter + 1) % 0x10000000000
-  return ID_PREFIX + counter.toString(36).padStart(8, '0')
-}
 
 export class LmtpSession {
   readonly id = newId()
-  private readonly parser: LmtpParser
-  private readonly log: Logger
+  readonly parser: LmtpParser
+  readonly log: Logger
   private out: string[] = []
   private pumping = false
   private closed = false
-  private quitting = false
-  private draining = false
-  private errors = 0
-  private lhlo: string | null = null
-  private xforward: XForward = {}
-  private txn: Transaction | null = null
-  /** During a BDAT chunk the session is reading: the reply to send, or null to stream into the txn. */
-  private bdat: { last: boolean; size: number; reject: Reply | null } | null = null
-  private readResolve: (() => void) | null = null
   private paused = false
-  private txnCount = 0
   private timerMs = -1
+  private txnCount = 0
+  private readResolve: (() => void) | null = null
   readonly closedPromise: Promise<void>
   private resolveClosed!: () => void
 
+  // State the command modules read and change.
+  /** The client half-closed or sent QUIT: answer what is complete, then close. */
+  quitting = false
+  /** The server is closing: end the session once no transaction is open. */
+  draining = false
+  /** Protocol errors so far. */
+  errors = 0
+  /** Name given in LHLO; null until then. */
+  lhlo: string | null = null
+  xforward: XForward = {}
+  txn: Transaction | null = null
+  /** During a BDAT chunk the session is reading it. */
+  bdat: BdatChunk | null = null
+
   constructor(
-    private readonly socket: Socket,
-    private readonly options: SessionOptions,
-    private readonly handler: LmtpHandler,
+    readonly socket: Socket,
+    readonly options: SessionOptions,
+    readonly handler: LmtpHandler,
     logger: Logger,
     private readonly observer: SessionObserver = {},
   ) {
@@ -256,46 +260,6 @@ export class LmtpSession {
     }
   }
 
-  /** Sets the socket's inactivity timer (0 = off) only when it changes; Node refreshes it on I/O. */
-  private setTimer(ms: number): void {
-    if (ms === this.timerMs) return
-    this.timerMs = ms
-    this.socket.setTimeout(ms)
-  }
-
-  private send(r: Reply, withEnhanced = true): void {
-    this.out.push(formatReply(r, withEnhanced))
-  }
-
-  private flush(): void {
-    if (this.out.length === 0 || this.closed) return
-    this.socket.write(this.out.length === 1 ? this.out[0]! : this.out.join(''))
-    this.out = []
-  }
-
-  private closeWith(r: Reply): void {
-    if (this.closed) return
-    this.send(r)
-    this.flush()
-    this.endSocket()
-  }
-
-  /** Ends our side; a client that does not close its own within the linger time is cut off. */
-  private endSocket(): void {
-    this.closed = true
-    this.parser.clear()
-    this.socket.end()
-    this.timerMs = -1
-    this.setTimer(CLOSE_LINGER_MS)
-  }
-
-  private protocolError(r: Reply): void {
-    this.send(r)
-    if (++this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
-  }
-
-  // ---------------------------------------------------------------- commands
-
   private onLine(raw: Buffer, bareLf: boolean): void | Promise<void> {
     if (bareLf) return this.protocolError(R.bareLf())
     // NUL, bare CR and other control characters are never valid in a command line.
@@ -310,219 +274,111 @@ export class LmtpSession {
     const args = space === -1 ? '' : line.slice(space + 1)
     const command = COMMANDS[verb]
     if (command === undefined) return this.protocolError(verb === '' ? R.emptyCommand() : R.unknownCommand())
-    return command.call(this, args)
+    return command(this, args)
   }
 
-  /** @internal command table entries */
-  lhloCommand(args: string): void {
-    const name = args.trim()
-    if (name === '' || /\s/.test(name)) return this.protocolError(R.lhloSyntax())
-    this.resetTransaction()
-    this.xforward = {}
-    this.lhlo = name
-    const o = this.options
-    this.send(
-      reply(250, undefined, [
-        o.hostname,
-        'PIPELINING',
-        'ENHANCEDSTATUSCODES',
-        '8BITMIME',
-        `SIZE ${o.maxMessageSize}`,
-        'SMTPUTF8',
-        'CHUNKING',
-        'BINARYMIME',
-        'XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE',
-      ]),
-      false,
-    )
+  // ---------------------------------------------------------------- output
+
+  /** Sets the socket's inactivity timer (0 = off) only when it changes; Node refreshes it on I/O. */
+  setTimer(ms: number): void {
+    if (ms === this.timerMs) return
+    this.timerMs = ms
+    this.socket.setTimeout(ms)
   }
 
-  heloCommand(): void {
-    this.protocolError(R.useLhlo())
+  /** Queues a reply; it is written with the others when the input runs dry. */
+  send(r: Reply, withEnhanced = true): void {
+    this.out.push(formatReply(r, withEnhanced))
   }
 
-  mailCommand(args: string): void | Promise<void> {
-    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
-    if (this.txn) return this.protocolError(R.nestedMail())
-    const m = /^FROM:(.*)$/i.exec(args)
-    const split = m ? splitPathAndParams(m[1]!) : null
-    if (!split) return this.protocolError(R.mailSyntax())
-    const params = parseParams(split.params)
-    if (!params) return this.protocolError(R.paramSyntax())
-    let size: number | undefined
-    let body: BodyType | undefined
-    let smtputf8 = false
-    const seen = new Set<string>()
-    for (const p of params) {
-      if (seen.has(p.key)) return this.protocolError(R.paramSyntax())
-      seen.add(p.key)
-      if (p.key === 'SIZE') {
-        if (p.value === undefined || !/^\d{1,20}$/.test(p.value)) return this.protocolError(R.paramSyntax())
-        size = Number(p.value)
-        if (size > this.options.maxMessageSize) return this.send(R.tooBig(this.options.maxMessageSize))
-      } else if (p.key === 'BODY') {
-        const v = p.value?.toUpperCase()
-        if (v !== '7BIT' && v !== '8BITMIME' && v !== 'BINARYMIME') return this.protocolError(R.paramSyntax())
-        body = v
-      } else if (p.key === 'SMTPUTF8') {
-        if (p.value !== undefined) return this.protocolError(R.paramSyntax())
-        smtputf8 = true
-      } else {
-        return this.protocolError(R.unknownParam(p.key))
-      }
-    }
-    const path = parseMailbox(split.path, true)
-    if (path === 'address' || path === 'syntax') return this.send(R.badSender())
-    if (!path.ascii && !smtputf8) return this.send(R.needSmtputf8())
-    const sender: Sender = { address: path.address, size, body, smtputf8 }
-    const accept = (): void => {
-      this.txn = {
-        sender,
-        recipients: [],
-        startedAt: Date.now(),
-        id: newId(),
-        message: null,
-        pending: null,
-        size: 0,
-        failure: null,
-        settled: false,
-        usedBdat: false,
-      }
-      this.send(R.senderOk(path.address))
-    }
-    if (!this.handler.sender) return accept()
-    return this.verdict(
-      () => this.handler.sender!(sender, this.info, this.xforward),
-      (r) => (r === undefined || r.code < 300 ? accept() : this.send(r)),
-    )
+  /** Writes the queued replies now. */
+  flush(): void {
+    if (this.out.length === 0 || this.closed) return
+    this.socket.write(this.out.length === 1 ? this.out[0]! : this.out.join(''))
+    this.out = []
   }
 
-  rcptCommand(args: string): void | Promise<void> {
-    const txn = this.txn
-    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
-    if (txn.message) return this.protocolError(R.badSequence())
-    const m = /^TO:(.*)$/i.exec(args)
-    const split = m ? splitPathAndParams(m[1]!) : null
-    if (!split) return this.protocolError(R.rcptSyntax())
-    const params = parseParams(split.params)
-    if (!params) return this.protocolError(R.paramSyntax())
-    if (params.length > 0) return this.protocolError(R.unknownParam(params[0]!.key))
-    const path = parseMailbox(split.path, false)
-    if (path === 'address' || path === 'syntax') return this.send(R.badRecipient())
-    if (!path.ascii && !txn.sender.smtputf8) return this.send(R.needSmtputf8())
-    if (path.domain !== '' && !this.options.domains.has('*') && !this.options.domains.has(path.domain)) {
-      return this.send(R.domainNotAccepted(path.domain))
-    }
-    if (txn.recipients.length >= this.options.maxRecipients) return this.send(R.tooManyRecipients())
-    const accept = (context?: unknown, r?: Reply): void => {
-      if (this.txn !== txn) return
-      txn.recipients.push({ address: path.address, domain: path.domain, index: txn.recipients.length, context })
-      this.send(r ?? R.recipientOk(path.address))
-    }
-    if (!this.handler.recipient) return accept()
-    return this.verdict(
-      () => this.handler.recipient!({ address: path.address, domain: path.domain }, txn.sender, this.info),
-      (v) => {
-        const r = v?.reply
-        if (r === undefined || r.code < 300) accept(v?.context, r)
-        else this.send(r)
-      },
-      (v) => v?.reply,
-    )
-  }
-
-  dataCommand(args: string): void {
-    const txn = this.txn
-    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
-    if (args.trim() !== '') return this.protocolError(R.noArguments())
-    if (txn.usedBdat) return this.protocolError(R.badSequence())
-    if (txn.recipients.length === 0) return this.protocolError(R.noRecipients())
-    if (txn.sender.body === 'BINARYMIME') return this.protocolError(R.binaryNeedsBdat())
-    this.send(R.startData(), false)
-    this.parser.startData()
-    this.setTimer(this.options.dataTimeoutMs)
-    this.beginMessage(txn)
-  }
-
-  bdatCommand(args: string): void {
-    const m = /^(\d{1,15})(?: +(LAST))? *$/i.exec(args)
-    if (!m) {
-      // Without a size the chunk cannot be skipped: the session would lose sync, so close it.
-      this.send(R.bdatSyntax())
-      return this.closeWith(R.closingOutOfSync(this.options.hostname))
-    }
-    const size = Number(m[1])
-    const last = m[2] !== undefined
-    const txn = this.txn
-    let rejectWith: Reply | null = null
-    if (!txn) rejectWith = this.lhlo === null ? R.lhloFirst() : R.needMail()
-    else if (txn.recipients.length === 0) rejectWith = R.noRecipients()
-    else if (txn.message && !txn.usedBdat) rejectWith = R.badSequence()
-    this.bdat = { last, size, reject: rejectWith }
-    this.parser.startBdat(size)
-    if (rejectWith) {
-      this.errors++
-      return
-    }
-    this.setTimer(this.options.dataTimeoutMs)
-    if (!txn!.message) {
-      txn!.usedBdat = true
-      this.beginMessage(txn!)
-    }
-  }
-
-  rsetCommand(args: string): void {
-    if (args.trim() !== '') return this.protocolError(R.noArguments())
-    this.resetTransaction()
-    this.xforward = {}
-    this.send(R.ok())
-    if (this.draining) this.closeWith(R.shuttingDown(this.options.hostname))
-  }
-
-  noopCommand(): void {
-    this.send(R.ok())
-  }
-
-  vrfyCommand(args: string): void {
-    if (args.trim() === '') return this.protocolError(R.vrfySyntax())
-    this.send(R.cannotVrfy())
-  }
-
-  helpCommand(): void {
-    this.send(R.help())
-  }
-
-  quitCommand(): void {
-    this.abortMessage('quit')
-    this.txn = null
-    this.send(R.bye(this.options.hostname))
+  /** Sends a last reply and ends the connection. */
+  closeWith(r: Reply): void {
+    if (this.closed) return
+    this.send(r)
     this.flush()
-    this.quitting = true
     this.endSocket()
   }
 
-  xforwardCommand(args: string): void {
-    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
-    if (this.txn) return this.protocolError(R.badSequence())
-    const tokens = args.split(' ').filter((t) => t !== '')
-    if (tokens.length === 0) return this.protocolError(R.xforwardSyntax())
-    const update: XForward = {}
-    for (const t of tokens) {
-      const eq = t.indexOf('=')
-      const key = eq === -1 ? '' : t.slice(0, eq).toUpperCase()
-      if (!XFORWARD_ATTRS.has(key)) return this.protocolError(R.xforwardSyntax())
-      const decoded = decodeXtext(t.slice(eq + 1))
-      if (decoded === null) return this.protocolError(R.xforwardSyntax())
-      const value = decoded === '[UNAVAILABLE]' || decoded === '[TEMPUNAVAIL]' ? undefined : decoded.slice(0, 255)
-      update[key.toLowerCase() as keyof XForward] = value
-    }
-    this.xforward = { ...this.xforward, ...update }
-    this.send(R.ok())
+  /** Ends our side; a client that does not close its own within the linger time is cut off. */
+  endSocket(): void {
+    this.closed = true
+    this.parser.clear()
+    this.socket.end()
+    this.timerMs = -1
+    this.setTimer(CLOSE_LINGER_MS)
   }
 
-  // ---------------------------------------------------------------- message
+  /** A refused command: its reply, and the connection closes once the client has made too many. */
+  protocolError(r: Reply): void {
+    this.send(r)
+    if (++this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
+  }
 
-  private beginMessage(txn: Transaction): void {
+  /**
+   * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
+   * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
+   */
+  verdict<T>(
+    call: () => T | Promise<T>,
+    apply: (v: T | undefined) => void,
+    pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined,
+  ): void | Promise<void> {
+    const check = (v: T): void => {
+      const r = v === undefined || v === null ? undefined : pick(v)
+      if (r !== undefined && !isFinalReply(r)) {
+        this.log.error({ code: (r as { code?: unknown } | null)?.code }, 'handler returned an invalid reply')
+        this.send(R.localError())
+        return
+      }
+      apply(v)
+    }
+    const fail = (err: unknown): void => {
+      this.log.error({ err }, 'handler failed')
+      this.send(R.localError())
+    }
+    let result: T | Promise<T>
+    try {
+      result = call()
+    } catch (err) {
+      return fail(err)
+    }
+    if (result instanceof Promise) return result.then(check, fail)
+    check(result)
+  }
+
+  // ---------------------------------------------------------------- transaction
+
+  /** Opens a transaction (MAIL FROM accepted). */
+  openTransaction(sender: Sender): void {
+    this.txn = {
+      sender,
+      recipients: [],
+      startedAt: Date.now(),
+      id: newId(),
+      message: null,
+      pending: null,
+      size: 0,
+      failure: null,
+      settled: false,
+      usedBdat: false,
+    }
+  }
+
+  /** Drops the open transaction, if any; a message already streaming to the handler is aborted. */
+  resetTransaction(): void {
+    if (this.txn) this.abortMessage('reset')
+    this.txn = null
+  }
+
+  /** Starts streaming the message of `txn` to the handler (after 354, or at the first BDAT chunk). */
+  beginMessage(txn: Transaction): void {
     const message = new Readable({
       highWaterMark: MESSAGE_HIGH_WATER,
       read: () => {
@@ -633,7 +489,8 @@ export class LmtpSession {
     return replies
   }
 
-  private abortMessage(reason: string): void {
+  /** Fails the message stream of the open transaction (the client went away, reset, timed out). */
+  abortMessage(reason: string): void {
     const txn = this.txn
     const message = txn?.message
     if (message && !message.destroyed && !message.readableEnded) {
@@ -643,57 +500,4 @@ export class LmtpSession {
     this.readResolve = null
     resolve?.()
   }
-
-  private resetTransaction(): void {
-    if (this.txn) this.abortMessage('reset')
-    this.txn = null
-  }
-
-  /**
-   * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
-   * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
-   */
-  private verdict<T>(
-    call: () => T | Promise<T>,
-    apply: (v: T | undefined) => void,
-    pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined,
-  ): void | Promise<void> {
-    const check = (v: T): void => {
-      const r = v === undefined || v === null ? undefined : pick(v)
-      if (r !== undefined && !isFinalReply(r)) {
-        this.log.error({ code: (r as { code?: unknown } | null)?.code }, 'handler returned an invalid reply')
-        this.send(R.localError())
-        return
-      }
-      apply(v)
-    }
-    const fail = (err: unknown): void => {
-      this.log.error({ err }, 'handler failed')
-      this.send(R.localError())
-    }
-    let result: T | Promise<T>
-    try {
-      result = call()
-    } catch (err) {
-      return fail(err)
-    }
-    if (result instanceof Promise) return result.then(check, fail)
-    check(result)
-  }
-}
-
-const COMMANDS: Record<string, Command> = {
-  LHLO: LmtpSession.prototype.lhloCommand,
-  HELO: LmtpSession.prototype.heloCommand,
-  EHLO: LmtpSession.prototype.heloCommand,
-  MAIL: LmtpSession.prototype.mailCommand,
-  RCPT: LmtpSession.prototype.rcptCommand,
-  DATA: LmtpSession.prototype.dataCommand,
-  BDAT: LmtpSession.prototype.bdatCommand,
-  RSET: LmtpSession.prototype.rsetCommand,
-  NOOP: LmtpSession.prototype.noopCommand,
-  VRFY: LmtpSession.prototype.vrfyCommand,
-  HELP: LmtpSession.prototype.helpCommand,
-  QUIT: LmtpSession.prototype.quitCommand,
-  XFORWARD: LmtpSession.prototype.xforwardCommand,
 }
