@@ -7,14 +7,18 @@
  * nothing buffered is lost.
  */
 import type { Socket } from 'node:net'
+import { TLSSocket, type SecureContext } from 'node:tls'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.js'
 import { LmtpParser, type ParserEvent } from './parser.js'
 import { formatReply, isFinalReply, type Reply } from './reply.js'
-import type { Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
+import type { Envelope, LmtpHandler, Recipient, Sender, SessionInfo, TlsInfo, XForward } from './types.js'
 import { COMMANDS } from './commands/index.js'
 import { newId } from './ids.js'
+import { distinguishedName, peerVerified, type ClientCertMode, type TlsCredentials } from './tls.js'
+import type { FailureLimiter, UserStore } from './auth.js'
+import { proxyHeaderStart } from './proxy.js'
 import * as R from './replies.js'
 
 export interface SessionOptions {
@@ -29,10 +33,44 @@ export interface SessionOptions {
   readonly maxLineLength: number
   /** Protocol errors tolerated before the connection is closed. */
   readonly maxErrors: number
+  /** Octets of one over-long command line dropped before the connection is closed. */
+  readonly maxLineDiscard: number
+  /** STARTTLS, when configured. */
+  readonly tls: {
+    readonly credentials: TlsCredentials
+    readonly required: boolean
+    readonly clientCert: ClientCertMode
+  } | null
+  /** AUTH PLAIN and LOGIN (after STARTTLS), when configured. */
+  readonly auth: {
+    readonly users: UserStore
+    readonly limiter: FailureLimiter
+    readonly required: boolean
+  } | null
 }
+
+/** Who is at the other end of the connection. */
+export interface Peer {
+  /** The client's address: the socket's peer, or the client a trusted proxy named. */
+  readonly remoteAddress: string
+  readonly remotePort: number
+  /** The socket's peer. */
+  readonly peerAddress: string
+  /** Refuse a connection that starts with a PROXY header (from a peer not trusted to send one). */
+  readonly refuseProxyHeader: boolean
+}
+
+export type StartTlsResult = 'ok' | 'failed' | 'no-client-certificate'
+export type AuthResult = 'ok' | 'failed' | 'limited'
 
 export interface SessionObserver {
   transaction?(envelope: Envelope, replies: readonly Reply[], size: number): void
+  /** A command line passed LMTP_MAX_LINE_DISCARD and the connection was closed. */
+  lineAbandoned?(): void
+  /** A STARTTLS handshake ended. */
+  starttls?(result: StartTlsResult): void
+  /** An AUTH exchange ended (`limited`: refused because of earlier failures from the address). */
+  auth?(result: AuthResult): void
 }
 
 export interface Transaction {
@@ -65,6 +103,9 @@ const INPUT_HIGH_WATER = 256 * 1024
 const CLOSE_LINGER_MS = 5_000
 const MESSAGE_HIGH_WATER = 64 * 1024
 
+/** A line the session waits for in place of a command (an AUTH response after 334). */
+export type Continuation = (line: string) => void | Promise<void>
+
 export class LmtpSession {
   readonly id = newId()
   readonly parser: LmtpParser
@@ -76,8 +117,18 @@ export class LmtpSession {
   private timerMs = -1
   private txnCount = 0
   private readResolve: (() => void) | null = null
+  /** Started when a command line begins arriving: it must end within the idle timeout. */
+  private lineTimer: NodeJS.Timeout | null = null
+  private lingerTimer: NodeJS.Timeout | null = null
+  /** While the first octets are screened for a PROXY header (see Peer.refuseProxyHeader). */
+  private screening: Buffer | null
+  private handshaking = false
+  private ended = false
   readonly closedPromise: Promise<void>
   private resolveClosed!: () => void
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly peerAddress: string
 
   // State the command modules read and change.
   /** The client half-closed or sent QUIT: answer what is complete, then close. */
@@ -92,19 +143,34 @@ export class LmtpSession {
   txn: Transaction | null = null
   /** During a BDAT chunk the session is reading it. */
   bdat: BdatChunk | null = null
+  /** Set once STARTTLS has completed. */
+  tls: TlsInfo | null = null
+  /** Set by a successful AUTH. */
+  authUser: string | null = null
+  /** The next line is the answer to a 334 challenge, not a command. */
+  continuation: Continuation | null = null
 
   constructor(
-    readonly socket: Socket,
+    public socket: Socket,
     readonly options: SessionOptions,
     readonly handler: LmtpHandler,
     logger: Logger,
     private readonly observer: SessionObserver = {},
+    peer?: Peer,
   ) {
-    this.parser = new LmtpParser(options.maxLineLength)
+    this.parser = new LmtpParser(options.maxLineLength, options.maxLineDiscard)
+    this.remoteAddress = peer?.remoteAddress ?? socket.remoteAddress ?? 'unix'
+    this.remotePort = peer?.remotePort ?? socket.remotePort ?? 0
+    this.peerAddress = peer?.peerAddress ?? this.remoteAddress
+    this.screening = peer?.refuseProxyHeader ? Buffer.alloc(0) : null
     this.log = logger.child({ session: this.id })
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve))
     socket.setNoDelay(true)
     this.setTimer(options.idleTimeoutMs)
+    this.listen(socket)
+  }
+
+  private listen(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('timeout', () => this.onTimeout())
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'))
@@ -119,9 +185,12 @@ export class LmtpSession {
   get info(): SessionInfo {
     return {
       id: this.id,
-      remoteAddress: this.socket.remoteAddress ?? 'unix',
-      remotePort: this.socket.remotePort ?? 0,
+      remoteAddress: this.remoteAddress,
+      remotePort: this.remotePort,
+      peerAddress: this.peerAddress,
       lhlo: this.lhlo ?? '',
+      tls: this.tls,
+      authUser: this.authUser,
     }
   }
 
@@ -130,9 +199,11 @@ export class LmtpSession {
     return this.txn !== null
   }
 
-  start(): void {
-    this.log.debug({ remote: this.socket.remoteAddress }, 'connection opened')
+  /** Greets the client; `input` is what arrived before (after a PROXY header). */
+  start(input?: Buffer): void {
+    this.log.debug({ remote: this.remoteAddress, peer: this.peerAddress === this.remoteAddress ? undefined : this.peerAddress }, 'connection opened')
     this.socket.write(formatReply(R.greeting(this.options.hostname), false))
+    if (input !== undefined && input.length > 0) this.onData(input)
   }
 
   /**
@@ -156,6 +227,21 @@ export class LmtpSession {
 
   private onData(chunk: Buffer): void {
     if (this.closed || this.quitting) return
+    if (this.screening !== null) {
+      const input = this.screening.length === 0 ? chunk : Buffer.concat([this.screening, chunk])
+      const start = proxyHeaderStart(input)
+      if (start === 'maybe') {
+        this.screening = input
+        return
+      }
+      this.screening = null
+      if (start === 'yes') {
+        this.log.warn({ peer: this.peerAddress }, 'PROXY header from an address not in LMTP_PROXY_TRUSTED_CIDRS: connection refused')
+        this.closeWith(R.accessDenied(this.options.hostname))
+        return
+      }
+      chunk = input
+    }
     this.parser.push(chunk)
     if (this.parser.buffered > INPUT_HIGH_WATER && !this.paused) {
       this.paused = true
@@ -165,8 +251,8 @@ export class LmtpSession {
   }
 
   private onTimeout(): void {
-    if (this.closed) {
-      // We ended our side and the client has not closed its own: let go of the socket.
+    if (this.closed || this.handshaking) {
+      // We ended our side and the client has not closed its own, or a TLS handshake stalled.
       this.socket.destroy()
       return
     }
@@ -181,7 +267,22 @@ export class LmtpSession {
     this.socket.destroySoon()
   }
 
+  /** A command line did not end within the idle timeout of its first octets (a client trickling an endless line). */
+  private onLineTimeout(): void {
+    this.lineTimer = null
+    if (this.closed || this.pumping || !this.parser.partialLine) return
+    this.log.info('command line not ended within the idle timeout')
+    this.closeWith(R.idleTimeout(this.options.hostname))
+    this.socket.destroySoon()
+  }
+
   private onClose(): void {
+    if (this.lingerTimer) clearTimeout(this.lingerTimer)
+    if (this.lineTimer) clearTimeout(this.lineTimer)
+    this.lingerTimer = this.lineTimer = null
+    // Once: after STARTTLS both the TLS socket and the socket under it may report the close.
+    if (this.ended) return
+    this.ended = true
     this.closed = true
     this.abortMessage('disconnect')
     this.parser.clear()
@@ -222,7 +323,17 @@ export class LmtpSession {
       this.pumping = false
       if (this.quitting && !this.closed) this.socket.end()
       else if (this.draining && !this.txn && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
-      else this.setTimer(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
+      else if (this.parser.currentMode === 'command') {
+        this.setTimer(this.options.idleTimeoutMs)
+        // Silence is not the only way to hold a connection: a line trickled one octet at a time
+        // must end within the idle timeout too.
+        if (this.parser.partialLine) {
+          if (this.lineTimer === null) this.lineTimer = setTimeout(() => this.onLineTimeout(), this.options.idleTimeoutMs)
+        } else if (this.lineTimer !== null) {
+          clearTimeout(this.lineTimer)
+          this.lineTimer = null
+        }
+      } else this.setTimer(this.options.dataTimeoutMs)
     } catch (err) {
       this.fail(err)
     }
@@ -252,7 +363,10 @@ export class LmtpSession {
       case 'line':
         return this.onLine(event.line, event.bareLf)
       case 'too-long':
+        this.continuation = null
         return this.protocolError(R.lineTooLong())
+      case 'abandoned':
+        return this.abandonLine()
       case 'data':
         return this.onMessageChunk(event.chunk)
       case 'end':
@@ -260,7 +374,23 @@ export class LmtpSession {
     }
   }
 
+  private abandonLine(): void {
+    this.log.warn({ limit: this.options.maxLineDiscard }, 'command line longer than LMTP_MAX_LINE_DISCARD: closing the connection')
+    this.continuation = null
+    this.send(R.lineTooLong())
+    this.notify(() => this.observer.lineAbandoned?.())
+    // Not destroyed at once: input still arriving is read and dropped until the client closes or
+    // the linger deadline passes, so the replies are not lost to a reset.
+    this.closeWith(R.lineAbandoned(this.options.hostname))
+  }
+
   private onLine(raw: Buffer, bareLf: boolean): void | Promise<void> {
+    const continuation = this.continuation
+    if (continuation !== null) {
+      // A response to a 334 (AUTH): never a command, whatever it holds.
+      this.continuation = null
+      return continuation(bareLf ? '\n' : raw.toString('latin1'))
+    }
     if (bareLf) return this.protocolError(R.bareLf())
     // NUL, bare CR and other control characters are never valid in a command line.
     for (let i = 0; i < raw.length; i++) {
@@ -306,13 +436,111 @@ export class LmtpSession {
     this.endSocket()
   }
 
-  /** Ends our side; a client that does not close its own within the linger time is cut off. */
+  /**
+   * Ends our side; a client that does not close its own within the linger time is cut off (an
+   * absolute deadline: a client that keeps sending must not hold the connection either).
+   */
   endSocket(): void {
     this.closed = true
     this.parser.clear()
     this.socket.end()
     this.timerMs = -1
     this.setTimer(CLOSE_LINGER_MS)
+    if (this.lingerTimer === null) {
+      const socket = this.socket
+      this.lingerTimer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS)
+      this.lingerTimer.unref()
+    }
+  }
+
+  /** Calls an observer; a throwing observer is logged and never disturbs the session. */
+  notify(call: () => void): void {
+    try {
+      call()
+    } catch (err) {
+      this.log.error({ err }, 'session observer failed')
+    }
+  }
+
+  /** Reports an AUTH outcome to the observer. */
+  authResult(result: AuthResult): void {
+    this.notify(() => this.observer.auth?.(result))
+  }
+
+  // ---------------------------------------------------------------- STARTTLS
+
+  /**
+   * Turns the connection into TLS (RFC 3207), after the 220 has been queued. Whatever the client
+   * sent after STARTTLS in cleartext is dropped unread (the command injection of CVE-2011-0411),
+   * and once the handshake completes the session starts over: no LHLO, XFORWARD, transaction or
+   * authentication from before survives.
+   */
+  startTls(context: SecureContext, clientCert: ClientCertMode): void {
+    this.flush()
+    const raw = this.socket
+    const dropped = this.parser.buffered + raw.readableLength
+    this.parser.discardInput()
+    this.screening = null
+    while (raw.read() !== null);
+    if (dropped > 0) this.log.warn({ octets: dropped }, 'input sent after STARTTLS in cleartext was discarded')
+    raw.removeAllListeners('data')
+    raw.removeAllListeners('end')
+    raw.removeAllListeners('timeout')
+    raw.setTimeout(0)
+    if (this.paused) {
+      this.paused = false
+      raw.resume()
+    }
+    const secure = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: context,
+      requestCert: clientCert !== 'off',
+      rejectUnauthorized: false,
+    })
+    this.socket = secure
+    this.handshaking = true
+    this.timerMs = -1
+    this.setTimer(this.options.idleTimeoutMs)
+    this.listen(secure)
+    // A failed handshake ends in 'error' then 'close'; the raw socket's own 'close' may not come.
+    secure.once('error', (err) => {
+      if (!this.handshaking) return
+      this.handshaking = false
+      this.log.info({ err: err.message }, 'TLS handshake failed')
+      this.notify(() => this.observer.starttls?.('failed'))
+      secure.destroy()
+    })
+    // once: a TLS 1.2 renegotiation must not start the session over a second time.
+    secure.once('secure', () => this.onSecure(secure, clientCert))
+  }
+
+  private onSecure(secure: TLSSocket, clientCert: ClientCertMode): void {
+    this.handshaking = false
+    if (this.closed) return
+    let clientSubject: string | null = null
+    if (clientCert !== 'off') {
+      const { verified, reason } = peerVerified(secure)
+      if (verified) clientSubject = distinguishedName(secure.getPeerCertificate().subject as unknown as Record<string, string>)
+      else if (clientCert !== 'require') this.log.info({ reason }, 'client certificate not verified: no subject recorded')
+      else {
+        this.log.warn({ reason }, 'client certificate missing or not verified: session refused')
+        this.notify(() => this.observer.starttls?.('no-client-certificate'))
+        this.closeWith(R.clientCertificateRequired(this.options.hostname))
+        return
+      }
+    }
+    const cipher = secure.getCipher()
+    this.tls = { protocol: secure.getProtocol() ?? 'unknown', cipher: cipher.standardName ?? cipher.name, clientSubject }
+    // RFC 3207 section 4.2: discard any knowledge obtained from the client before TLS.
+    this.lhlo = null
+    this.xforward = {}
+    this.authUser = null
+    this.resetTransaction()
+    this.log.info({ protocol: this.tls.protocol, cipher: this.tls.cipher, clientSubject }, 'TLS started')
+    this.notify(() => this.observer.starttls?.('ok'))
+    this.timerMs = -1
+    this.setTimer(this.options.idleTimeoutMs)
+    this.pump()
   }
 
   /** A refused command: its reply, and the connection closes once the client has made too many. */

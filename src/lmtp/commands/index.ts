@@ -11,6 +11,8 @@ import { rcpt } from './rcpt.js'
 import { bdat, data } from './data.js'
 import { help, noop, quit, rset, vrfy } from './basic.js'
 import { xforward } from './xforward.js'
+import { starttls } from './starttls.js'
+import { auth } from './auth.js'
 
 export type Command = (session: LmtpSession, args: string) => void | Promise<void>
 
@@ -28,4 +30,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   HELP: help,
   QUIT: quit,
   XFORWARD: xforward,
+  STARTTLS: starttls,
+  AUTH: auth,
 }

@@ -1,4 +1,8 @@
-/** LHLO (RFC 2033 section 4.1) and the HELO/EHLO an SMTP client might send by mistake. */
+/**
+ * LHLO (RFC 2033 section 4.1) and the HELO/EHLO an SMTP client might send by mistake. STARTTLS is
+ * announced while the session is in cleartext and a certificate is configured; AUTH only inside
+ * TLS, when a users file is configured.
+ */
 import type { LmtpSession } from '../session.js'
 import { reply } from '../reply.js'
 import * as R from '../replies.js'
@@ -10,20 +14,11 @@ export function lhlo(s: LmtpSession, args: string): void {
   s.xforward = {}
   s.lhlo = name
   const o = s.options
-  s.send(
-    reply(250, undefined, [
-      o.hostname,
-      'PIPELINING',
-      'ENHANCEDSTATUSCODES',
-      '8BITMIME',
-      `SIZE ${o.maxMessageSize}`,
-      'SMTPUTF8',
-      'CHUNKING',
-      'BINARYMIME',
-      'XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE',
-    ]),
-    false,
-  )
+  const lines = [o.hostname, 'PIPELINING', 'ENHANCEDSTATUSCODES', '8BITMIME', `SIZE ${o.maxMessageSize}`, 'SMTPUTF8', 'CHUNKING', 'BINARYMIME']
+  if (o.tls !== null && s.tls === null) lines.push('STARTTLS')
+  if (o.auth !== null && s.tls !== null) lines.push('AUTH PLAIN LOGIN')
+  lines.push('XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE')
+  s.send(reply(250, undefined, lines), false)
 }
 
 export function ehlo(s: LmtpSession): void {

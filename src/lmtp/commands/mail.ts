@@ -7,6 +7,8 @@ import * as R from '../replies.js'
 export function mail(s: LmtpSession, args: string): void | Promise<void> {
   if (s.lhlo === null) return s.protocolError(R.lhloFirst())
   if (s.txn) return s.protocolError(R.nestedMail())
+  if (s.options.tls?.required && s.tls === null) return s.protocolError(R.tlsRequired())
+  if (s.options.auth?.required && s.authUser === null) return s.protocolError(R.authRequired())
   const m = /^FROM:(.*)$/i.exec(args)
   const split = m ? splitPathAndParams(m[1]!) : null
   if (!split) return s.protocolError(R.mailSyntax())
