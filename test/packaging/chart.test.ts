@@ -300,8 +300,40 @@ t.test('TLS, client CA and users Secrets are mounted as directories and reach th
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
   const openssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' })
   for (const dir of ['tls', 'client-ca', 'auth', 'secret']) mkdirSync(join(root, dir))
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=lmtp.test', '-keyout', join(root, 'tls', 'tls.key'), '-out', join(root, 'tls', 'tls.crt')])
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=mta-ca', '-keyout', join(root, 'ca.key'), '-out', join(root, 'client-ca', 'mta-ca.pem')])
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=lmtp.test',
+    '-keyout',
+    join(root, 'tls', 'tls.key'),
+    '-out',
+    join(root, 'tls', 'tls.crt'),
+  ])
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=mta-ca',
+    '-keyout',
+    join(root, 'ca.key'),
+    '-out',
+    join(root, 'client-ca', 'mta-ca.pem'),
+  ])
   writeFileSync(join(root, 'auth', 'lmtp-users'), execFileSync('htpasswd', ['-nbB', '-C', '5', 'postfix', 'secret'], { encoding: 'utf8' }))
   const vals = withOverrides(values, {
     adminTokens: ['0123456789abcdef0123'],
