@@ -391,6 +391,32 @@ t.test('a client trickling an endless command line does not keep the connection 
   t.strictSame(await d.send('OP\r\nQUIT\r\n', 2), ['250 2.0.0', '221 2.0.0'])
 })
 
+t.test('after the server has closed its side, a client that keeps sending and never closes is cut off', async (t) => {
+  const { port, server } = await startServer(t)
+  // allowHalfOpen: this client does not close when the server does, and goes on writing.
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+  let output = ''
+  socket.setEncoding('latin1').on('data', (s: string) => (output += s))
+  socket.on('error', () => {})
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+  await once(socket, 'connect')
+  await eventually(() => output.includes('\r\n'))
+  socket.write('QUIT\r\n')
+  await eventually(() => output.includes('221 '))
+  const started = Date.now()
+  let done = false
+  void closed.then(() => (done = true))
+  // Never silent for long: an inactivity timer alone would never fire.
+  while (!done && Date.now() - started < 15_000) {
+    socket.write('x')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  t.ok(done, `the server let go of the connection (after ${Date.now() - started} ms)`)
+  t.ok(Date.now() - started < 10_000, 'within the linger time (5 s) and some slack')
+  await eventually(() => server.connections === 0)
+  t.equal(server.connections, 0)
+})
+
 t.test('graceful close', async (t) => {
   const rec = recording()
   const { port, server, received } = await startServer(t, rec.handler)
