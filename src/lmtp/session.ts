@@ -163,7 +163,8 @@ export class LmtpSession {
     this.remotePort = peer?.remotePort ?? socket.remotePort ?? 0
     this.peerAddress = peer?.peerAddress ?? this.remoteAddress
     this.screening = peer?.refuseProxyHeader ? Buffer.alloc(0) : null
-    this.log = logger.child({ session: this.id })
+    // Every line of the session names the client (the MTA the PROXY header named, if any).
+    this.log = logger.child({ session: this.id, remote: this.remoteAddress })
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve))
     socket.setNoDelay(true)
     this.setTimer(options.idleTimeoutMs)
@@ -201,7 +202,7 @@ export class LmtpSession {
 
   /** Greets the client; `input` is what arrived before (after a PROXY header). */
   start(input?: Buffer): void {
-    this.log.debug({ remote: this.remoteAddress, peer: this.peerAddress === this.remoteAddress ? undefined : this.peerAddress }, 'connection opened')
+    this.log.debug({ peer: this.peerAddress === this.remoteAddress ? undefined : this.peerAddress }, 'connection opened')
     this.socket.write(formatReply(R.greeting(this.options.hostname), false))
     if (input !== undefined && input.length > 0) this.onData(input)
   }
@@ -521,7 +522,7 @@ export class LmtpSession {
     if (clientCert !== 'off') {
       const { verified, reason } = peerVerified(secure)
       if (verified) clientSubject = distinguishedName(secure.getPeerCertificate().subject as unknown as Record<string, string>)
-      else if (clientCert !== 'require') this.log.info({ reason }, 'client certificate not verified: no subject recorded')
+      else if (clientCert !== 'require') this.log.debug({ reason }, 'client certificate not verified: no subject recorded')
       else {
         this.log.warn({ reason }, 'client certificate missing or not verified: session refused')
         this.notify(() => this.observer.starttls?.('no-client-certificate'))
@@ -536,7 +537,7 @@ export class LmtpSession {
     this.xforward = {}
     this.authUser = null
     this.resetTransaction()
-    this.log.info({ protocol: this.tls.protocol, cipher: this.tls.cipher, clientSubject }, 'TLS started')
+    this.log.debug({ protocol: this.tls.protocol, cipher: this.tls.cipher, clientSubject }, 'TLS started')
     this.notify(() => this.observer.starttls?.('ok'))
     this.timerMs = -1
     this.setTimer(this.options.idleTimeoutMs)

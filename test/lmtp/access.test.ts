@@ -4,7 +4,10 @@
  * that is not trusted to send one.
  */
 import t from 'tap'
-import { startServer } from '../helpers/lmtp.js'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { acceptingHandler, defaultOptions, startServer, type Received } from '../helpers/lmtp.js'
+import { LmtpServer } from '../../src/lmtp/server.js'
 import { RawClient } from '../helpers/lmtp-tls.js'
 import { Metrics } from '../../src/metrics.js'
 import { parseProxyHeader, proxyHeaderStart, V2_SIGNATURE } from '../../src/lmtp/proxy.js'
@@ -95,6 +98,41 @@ t.test('PROXY v1 and v2 from a trusted proxy: the client it names is the client 
   await c.until(1)
   t.strictSame(await c.send(LHLO + TXN, 6), TXN_CODES, 'a header in pieces')
   t.equal(received.at(-1)!.envelope.session.remoteAddress, '192.0.2.77')
+})
+
+t.test('PROXY: the logs name the client the header named, and the proxy as the peer', async (t) => {
+  let logs = ''
+  const log = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logs += chunk.toString()
+        cb()
+      },
+    }),
+  )
+  const received: Received[] = []
+  const server = new LmtpServer({ ...defaultOptions, proxy: { trustedCidrs: ['127.0.0.1/32'] } }, acceptingHandler(received), log)
+  const port = (await server.listen({ host: '127.0.0.1', port: 0 })) as number
+  t.teardown(() => server.close(100))
+  const c = await RawClient.connect(port, { preamble: 'PROXY TCP4 192.0.2.10 10.0.0.5 40000 2424\r\n' })
+  t.strictSame(await c.send(LHLO + TXN, 6), TXN_CODES)
+  await c.closed
+  while (!logs.includes('connection closed')) await new Promise((r) => setTimeout(r, 10))
+  const lines = logs
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => typeof l.session === 'string')
+  t.ok(lines.length >= 2, 'the session logged')
+  t.ok(
+    lines.every((l) => l.remote === '192.0.2.10'),
+    'every session line names the MTA, not the proxy',
+  )
+  t.match(
+    lines.find((l) => l.msg === 'connection opened'),
+    { remote: '192.0.2.10', peer: '127.0.0.1' },
+  )
 })
 
 t.test('PROXY from a trusted proxy: a missing or invalid header closes the connection without a greeting', async (t) => {

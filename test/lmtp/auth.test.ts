@@ -154,7 +154,12 @@ t.test('AUTH PLAIN and LOGIN: the identity reaches the envelope; wrong passwords
   t.equal(await authCount(metrics, 'ok'), 3)
   t.equal(await authCount(metrics, 'failed'), 3)
   const text = logs()
-  t.match(text, /"user":"postfix","mechanism":"PLAIN","remote":"127\.0\.0\.1","msg":"authentication failed"/, 'a failure is logged with the name and address')
+  const failures = text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === 'authentication failed')
+  t.match(failures[0], { level: 40, user: 'postfix', mechanism: 'PLAIN', remote: '127.0.0.1' }, 'a failure is logged with the name and the client address')
   t.notMatch(text, /wrong password/, 'never with the password tried')
   t.notMatch(text, new RegExp(PASSWORD), 'nor the right one')
   t.notMatch(text, new RegExp(plain('postfix', 'wrong password').slice(0, 12)), 'nor its base64')

@@ -35,7 +35,7 @@ export function auth(s: LmtpSession, args: string): void | Promise<void> {
   const initial = words[1]
   if (mechanism !== 'PLAIN' && mechanism !== 'LOGIN') return s.protocolError(R.authMechanism())
   if (a.limiter.blocked(s.remoteAddress)) {
-    s.log.warn({ remote: s.remoteAddress }, 'AUTH refused: too many failures from this address')
+    s.log.warn('AUTH refused: too many failures from this address')
     s.authResult('limited')
     return s.send(R.authLimited())
   }
@@ -44,12 +44,12 @@ export function auth(s: LmtpSession, args: string): void | Promise<void> {
     if (await a.users.verify(name, password)) {
       a.limiter.succeed(s.remoteAddress)
       s.authUser = name
-      s.log.info({ user: name, mechanism }, 'authenticated')
+      s.log.debug({ user: name, mechanism }, 'authenticated')
       s.authResult('ok')
       s.send(R.authOk())
     } else {
       a.limiter.fail(s.remoteAddress)
-      s.log.warn({ user: name, mechanism, remote: s.remoteAddress }, 'authentication failed')
+      s.log.warn({ user: name, mechanism }, 'authentication failed')
       s.authResult('failed')
       s.send(R.authFailed())
     }
