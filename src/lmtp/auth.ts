@@ -70,8 +70,6 @@ export function readUsersFile(path: string): Map<string, string> {
   return parseUsers(text)
 }
 
-// A hash of a random password: unknown names are checked against it so they take as long as known ones.
-const DUMMY_HASH = bcrypt.hashSync(randomBytes(12).toString('base64'), 10)
 const CACHE_MS = 10 * 60_000
 const CACHE_MAX = 1000
 
@@ -81,6 +79,8 @@ export class UserStore {
   private checkedAt = Date.now()
   private readonly cacheKey = randomBytes(32)
   private readonly cache = new Map<string, number>()
+  /** A hash of a random password at the users' cost: unknown names are checked against it, so they take as long as known ones. */
+  private dummy: string | null = null
 
   constructor(
     private readonly file: string,
@@ -97,7 +97,7 @@ export class UserStore {
     this.reload()
     const hash = this.users.get(name)
     if (hash === undefined) {
-      await bcrypt.compare(password, DUMMY_HASH)
+      await bcrypt.compare(password, this.dummyHash())
       return false
     }
     const key = createHmac('sha256', this.cacheKey).update(name).update('\0').update(password).update('\0').update(hash).digest('base64')
@@ -109,6 +109,14 @@ export class UserStore {
     if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value!)
     this.cache.set(key, Date.now() + CACHE_MS)
     return true
+  }
+
+  private dummyHash(): string {
+    if (this.dummy === null) {
+      const cost = Number(/^\$2[aby]\$(\d\d)\$/.exec(this.users.values().next().value ?? '')?.[1] ?? 10)
+      this.dummy = bcrypt.hashSync(randomBytes(12).toString('base64'), cost)
+    }
+    return this.dummy
   }
 
   private signature(): string {
@@ -130,6 +138,7 @@ export class UserStore {
     try {
       this.users = readUsersFile(this.file)
       this.cache.clear()
+      this.dummy = null
       this.log.info({ users: this.users.size }, 'LMTP users reloaded')
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'LMTP users file changed but cannot be read; keeping the previous users')
