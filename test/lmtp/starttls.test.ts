@@ -155,6 +155,17 @@ t.test('a failed handshake closes the connection and is counted', async (t) => {
   t.equal(failed?.value, 1, 'lmtp_webhook_lmtp_starttls_total{result="failed"}')
 })
 
+t.test('a handshake that never starts is cut off after the idle timeout, and the slot is free again', async (t) => {
+  const { port, server } = await startServer(t, undefined, { ...tlsOptions(), idleTimeoutMs: 300 })
+  const c = await RawClient.connect(port)
+  t.strictSame(await c.send(LHLO + 'STARTTLS\r\n', 2), ['250', '220 2.0.0'])
+  const started = Date.now()
+  await c.closed
+  t.ok(Date.now() - started < 3000, `closed after ${Date.now() - started} ms (idle timeout 300 ms)`)
+  while (server.connections > 0) await new Promise((r) => setTimeout(r, 10))
+  t.equal(server.connections, 0)
+})
+
 t.test('client certificates, LMTP_TLS_CLIENT_CERT=request: a verified subject is recorded, others get none', async (t) => {
   const { port, received } = await startServer(t, undefined, tlsOptions({ clientCaFile: s.clientCa.cert, clientCert: 'request' }))
   const cases: [string, { cert?: Buffer; key?: Buffer }, string | null][] = [
