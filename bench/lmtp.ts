@@ -7,15 +7,22 @@
  * the runs go round the servers three times and the median is kept; once with 1 recipient per
  * message and once with 5. Prints msgs/s and the ratios ours/smtp-sink and ours/smtp-server.
  *
+ * TLS: the pipelining client does STARTTLS at the start of each session (as Postfix does with
+ * `lmtp_tls_security_level = encrypt`) against ours and smtp-server, both with STARTTLS and the
+ * same certificate (made by openssl for the run); smtp-sink cannot do TLS, so the peer is
+ * smtp-server. Prints the ratio ours/smtp-server, and ours with TLS against ours in cleartext.
+ *
  * Memory: peak RSS (the kernel's VmHWM) of our server process while 200 concurrent sessions each
  * send one message, with 1 MB and with 10 MB messages: the peak must not follow the message size.
  *
  * Usage: npm run bench -- lmtp [--messages 20000] [--sessions 10] [--size 10240] [--repeat 3]
- *                              [--skip-pipelined] [--skip-memory] [--profile]
+ *                              [--skip-pipelined] [--skip-tls] [--skip-memory] [--profile]
  * --profile writes a CPU profile of our server to .bench/ (open it in Chrome DevTools).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import net from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -34,6 +41,7 @@ const { values: opts } = parseArgs({
     repeat: { type: 'string', default: '3' },
     'skip-memory': { type: 'boolean', default: false },
     'skip-pipelined': { type: 'boolean', default: false },
+    'skip-tls': { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
   },
 })
@@ -195,9 +203,10 @@ function table(header: string[], rows: string[][]): string {
 }
 
 /** Pipelined load from bench/servers/pipelining-client.ts; resolves with messages per second. */
-async function pipelinedLoad(port: number, messages: number, recipients: number): Promise<number> {
+async function pipelinedLoad(port: number, messages: number, recipients: number, starttls = false): Promise<number> {
   const script = join(BUILD, 'bench', 'servers', 'pipelining-client.js')
-  const child = spawn(process.execPath, [script, String(port), String(SESSIONS), String(messages), String(recipients), String(SIZE)], {
+  const args = [script, String(port), String(SESSIONS), String(messages), String(recipients), String(SIZE), ...(starttls ? ['starttls'] : [])]
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -287,6 +296,77 @@ async function throughput(): Promise<boolean> {
   return met
 }
 
+/** A self-signed certificate for the TLS run, made by openssl in a temp dir. */
+function certificate(): { dir: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'lmtp-bench-tls-'))
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=bench.test', '-keyout', key, '-out', cert],
+    {
+      stdio: 'ignore',
+    },
+  )
+  return { dir, cert, key }
+}
+
+/**
+ * The pipelining client with STARTTLS against ours and smtp-server with STARTTLS, and against ours
+ * in cleartext for the cost of TLS itself; 1 and 5 recipients, round-robin, median of REPEAT.
+ */
+async function tlsThroughput(): Promise<void> {
+  const { dir, cert, key } = certificate()
+  const servers = [
+    { ...(await startNode('ours', 'bench/servers/ours.ts', [String(64 * 1024 * 1024), '--tls', cert, key])), tls: true },
+    { ...(await startNode('smtp-server', 'bench/servers/smtp-server.ts', [String(64 * 1024 * 1024), '--tls', cert, key])), tls: true },
+    { ...(await startNode('ours cleartext', 'bench/servers/ours.ts')), tls: false },
+  ]
+  const rows: string[][] = []
+  try {
+    for (const recipients of [1, 5]) {
+      const samples = new Map<string, Sample[]>(servers.map((s) => [s.name, []]))
+      for (const s of servers) await pipelinedLoad(s.port, Math.max(200, Math.floor(MESSAGES / 10)), recipients, s.tls) // warm-up
+      for (let round = 0; round < REPEAT; round++) {
+        for (const s of servers) samples.get(s.name)!.push(await measure(s, (port, m, r) => pipelinedLoad(port, m, r, s.tls), MESSAGES, recipients))
+      }
+      const rate = (name: string): number => median(samples.get(name)!.map((x) => x.rate))
+      const cpu = (name: string): number => median(samples.get(name)!.map((x) => x.cpu))
+      rows.push([
+        String(recipients),
+        fmt(rate('ours')),
+        fmt(rate('smtp-server')),
+        fmt(rate('ours cleartext')),
+        fmt(rate('ours') / rate('smtp-server'), 2),
+        fmt(rate('ours') / rate('ours cleartext'), 2),
+        `${fmt(cpu('ours'))} / ${fmt(cpu('smtp-server'))} / ${fmt(cpu('ours cleartext'))}`,
+      ])
+      const runs = [...samples].map(([name, x]) => `${name} ${x.map((y) => fmt(y.rate)).join('/')}`).join('; ')
+      process.stderr.write(`  STARTTLS, ${recipients} rcpt, msgs/s per run: ${runs}\n`)
+    }
+  } finally {
+    for (const s of servers) await stop(s)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  console.log(
+    `\npipelining client with STARTTLS (TLS 1.3, P-256 certificate): ${SESSIONS} sessions, ${fmt(SIZE)}-octet messages, ${fmt(MESSAGES)} messages, median of ${REPEAT}`,
+  )
+  console.log(
+    table(
+      [
+        'rcpt/msg',
+        'ours TLS msg/s',
+        'smtp-server TLS msg/s',
+        'ours cleartext msg/s',
+        'ours/smtp-server (TLS)',
+        'ours TLS/cleartext',
+        'server CPU us/msg (ours TLS / server TLS / ours clear)',
+      ],
+      rows,
+    ),
+  )
+}
+
 async function peakMemory(): Promise<void> {
   const sessions = 200
   const rows: string[][] = []
@@ -311,5 +391,6 @@ requireTool(SMTP_SOURCE, 'Postfix (apt-get install postfix)')
 requireTool(SMTP_SINK, 'Postfix (apt-get install postfix)')
 await build()
 const met = await throughput()
+if (!opts['skip-tls']) await tlsThroughput()
 if (!opts['skip-memory']) await peakMemory()
 if (!met) process.exitCode = 1

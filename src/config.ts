@@ -6,6 +6,8 @@ import { hostname } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { AppError } from './errors.js'
+import { readTlsFiles, TlsFileError, type ClientCertMode } from './lmtp/tls.js'
+import { readUsersFile } from './lmtp/auth.js'
 
 export type Role = 'all' | 'listener' | 'worker'
 
@@ -26,6 +28,27 @@ export interface Config {
     readonly idleTimeoutMs: number
     readonly dataTimeoutMs: number
     readonly shutdownTimeoutMs: number
+    /** Octets of one over-long command line dropped before the connection is closed. */
+    readonly maxLineDiscard: number
+    /** STARTTLS; null when no certificate is configured. */
+    readonly tls: {
+      readonly certFile: string
+      readonly keyFile: string
+      readonly clientCaFile: string | null
+      readonly clientCert: ClientCertMode
+      readonly required: boolean
+    } | null
+    /** AUTH PLAIN/LOGIN inside TLS; null when no users file is configured. */
+    readonly auth: {
+      readonly usersFile: string
+      readonly required: boolean
+      readonly maxFailures: number
+      readonly failureWindowMs: number
+    } | null
+    /** Client addresses allowed to connect; empty: all. */
+    readonly allowCidrs: readonly string[]
+    /** The PROXY protocol; null when off. */
+    readonly proxy: { readonly trustedCidrs: readonly string[] } | null
   }
   readonly redis: {
     readonly url: string
@@ -204,6 +227,55 @@ function readTokens(env: Env): string[] {
   return tokens
 }
 
+function lmtpTls(env: Env): Config['lmtp']['tls'] {
+  const certFile = optional(env, 'LMTP_TLS_CERT_FILE')
+  const keyFile = optional(env, 'LMTP_TLS_KEY_FILE')
+  const clientCaFile = optional(env, 'LMTP_TLS_CLIENT_CA_FILE')
+  const clientCertRaw = optional(env, 'LMTP_TLS_CLIENT_CERT')
+  const required = bool(env, 'LMTP_TLS_REQUIRED', false)
+  if (clientCertRaw !== null && !['off', 'request', 'require'].includes(clientCertRaw))
+    fail('LMTP_TLS_CLIENT_CERT', 'one of off, request, require', clientCertRaw)
+  if (certFile === null && keyFile === null) {
+    if (required) fail('LMTP_TLS_REQUIRED', 'true only with LMTP_TLS_CERT_FILE and LMTP_TLS_KEY_FILE set', 'true')
+    if (clientCaFile !== null) fail('LMTP_TLS_CLIENT_CA_FILE', 'a CA file only with LMTP_TLS_CERT_FILE and LMTP_TLS_KEY_FILE set', clientCaFile)
+    if (clientCertRaw !== null && clientCertRaw !== 'off')
+      fail('LMTP_TLS_CLIENT_CERT', 'request or require only with LMTP_TLS_CERT_FILE, LMTP_TLS_KEY_FILE and LMTP_TLS_CLIENT_CA_FILE set', clientCertRaw)
+    return null
+  }
+  if (certFile === null) fail('LMTP_TLS_CERT_FILE', 'a certificate file (LMTP_TLS_KEY_FILE is set)', undefined)
+  if (keyFile === null) fail('LMTP_TLS_KEY_FILE', 'a private key file (LMTP_TLS_CERT_FILE is set)', undefined)
+  const clientCert = (clientCertRaw ?? (clientCaFile === null ? 'off' : 'request')) as ClientCertMode
+  if (clientCert !== 'off' && clientCaFile === null) fail('LMTP_TLS_CLIENT_CERT', `${clientCert} only with LMTP_TLS_CLIENT_CA_FILE set`, clientCert)
+  try {
+    readTlsFiles({ certFile, keyFile, clientCaFile: clientCert === 'off' ? null : clientCaFile })
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err
+    const variable = err.file === 'cert' ? 'LMTP_TLS_CERT_FILE' : err.file === 'key' ? 'LMTP_TLS_KEY_FILE' : 'LMTP_TLS_CLIENT_CA_FILE'
+    const value = err.file === 'cert' ? certFile : err.file === 'key' ? keyFile : clientCaFile
+    throw new AppError('CONFIG_ERR_INVALID', `${variable}: ${err.message}`, { variable, value })
+  }
+  return { certFile, keyFile, clientCaFile: clientCert === 'off' ? null : clientCaFile, clientCert, required }
+}
+
+function lmtpAuth(env: Env, tls: Config['lmtp']['tls']): Config['lmtp']['auth'] {
+  const usersFile = optional(env, 'LMTP_AUTH_USERS_FILE')
+  const required = bool(env, 'LMTP_AUTH_REQUIRED', false)
+  const maxFailures = int(env, 'LMTP_AUTH_MAX_FAILURES', 5, 1, 1000)
+  const failureWindowMs = duration(env, 'LMTP_AUTH_FAILURE_WINDOW', 600_000, 1000)
+  if (usersFile === null) {
+    if (required) fail('LMTP_AUTH_REQUIRED', 'true only with LMTP_AUTH_USERS_FILE set', 'true')
+    return null
+  }
+  if (tls === null)
+    fail('LMTP_AUTH_USERS_FILE', 'a users file only with LMTP_TLS_CERT_FILE and LMTP_TLS_KEY_FILE set (AUTH is offered inside TLS only)', usersFile)
+  try {
+    readUsersFile(usersFile)
+  } catch (err) {
+    throw new AppError('CONFIG_ERR_INVALID', `LMTP_AUTH_USERS_FILE: ${(err as Error).message}`, { variable: 'LMTP_AUTH_USERS_FILE', value: usersFile })
+  }
+  return { usersFile, required, maxFailures, failureWindowMs }
+}
+
 export function loadConfig(env: Env): Config {
   const role = str(env, 'ROLE', 'all')
   if (role !== 'all' && role !== 'listener' && role !== 'worker') fail('ROLE', 'one of all, listener, worker', role)
@@ -234,6 +306,14 @@ export function loadConfig(env: Env): Config {
     fail('ADMIN_TOKENS', 'at least one token (or ADMIN_TOKENS_FILE, or ADMIN_ALLOW_NO_AUTH=true to expose /v1 without auth)', undefined)
   }
 
+  const tls = lmtpTls(env)
+  const auth = lmtpAuth(env, tls)
+  const proxyProtocol = bool(env, 'LMTP_PROXY_PROTOCOL', false)
+  const trustedCidrs = cidrs(env, 'LMTP_PROXY_TRUSTED_CIDRS')
+  if (proxyProtocol && trustedCidrs.length === 0)
+    fail('LMTP_PROXY_TRUSTED_CIDRS', 'the addresses of the proxies allowed to send a PROXY header (LMTP_PROXY_PROTOCOL is true)', undefined)
+  if (!proxyProtocol && trustedCidrs.length > 0) fail('LMTP_PROXY_PROTOCOL', 'true when LMTP_PROXY_TRUSTED_CIDRS is set', env.LMTP_PROXY_PROTOCOL)
+
   const config: Config = {
     role,
     logLevel,
@@ -249,6 +329,11 @@ export function loadConfig(env: Env): Config {
       idleTimeoutMs: duration(env, 'LMTP_IDLE_TIMEOUT', 300_000, 100),
       dataTimeoutMs: duration(env, 'LMTP_DATA_TIMEOUT', 300_000, 100),
       shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', 25_000, 0),
+      maxLineDiscard: size(env, 'LMTP_MAX_LINE_DISCARD', 64 * 1024, 4096),
+      tls,
+      auth,
+      allowCidrs: cidrs(env, 'LMTP_ALLOW_CIDRS'),
+      proxy: proxyProtocol ? { trustedCidrs } : null,
     },
     redis: {
       url: redisUrl,

@@ -28,7 +28,7 @@ export class Metrics {
 
   readonly connections = new Counter({
     name: `${METRIC_PREFIX}lmtp_connections_total`,
-    help: 'LMTP connections by event: open (accepted), close, refused (over LMTP_MAX_CONNECTIONS).',
+    help: 'LMTP connections by event: open (accepted), close, refused (over LMTP_MAX_CONNECTIONS or shutting down), denied (outside LMTP_ALLOW_CIDRS, or a missing or invalid PROXY header from a trusted proxy).',
     labelNames: ['event'] as const,
     registers: [this.registry],
   })
@@ -49,6 +49,26 @@ export class Metrics {
     name: `${METRIC_PREFIX}lmtp_message_bytes`,
     help: 'Size of received messages in bytes.',
     buckets: [1024, 10_240, 102_400, 1_048_576, 10_485_760, 52_428_800],
+    registers: [this.registry],
+  })
+
+  readonly linesAbandoned = new Counter({
+    name: `${METRIC_PREFIX}lmtp_lines_abandoned_total`,
+    help: 'LMTP sessions closed because one command line passed LMTP_MAX_LINE_DISCARD octets.',
+    registers: [this.registry],
+  })
+
+  readonly starttls = new Counter({
+    name: `${METRIC_PREFIX}lmtp_starttls_total`,
+    help: 'STARTTLS handshakes by result: ok, failed (handshake error), no_client_certificate (LMTP_TLS_CLIENT_CERT=require not met).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+
+  readonly auth = new Counter({
+    name: `${METRIC_PREFIX}lmtp_auth_total`,
+    help: 'AUTH attempts by result: ok, failed (bad credentials), limited (refused after LMTP_AUTH_MAX_FAILURES from the address).',
+    labelNames: ['result'] as const,
     registers: [this.registry],
   })
 
@@ -109,7 +129,10 @@ export class Metrics {
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX })
-    for (const event of ['open', 'close', 'refused']) this.connections.inc({ event }, 0)
+    for (const event of ['open', 'close', 'refused', 'denied']) this.connections.inc({ event }, 0)
+    this.linesAbandoned.inc(0)
+    for (const result of ['ok', 'failed', 'no_client_certificate']) this.starttls.inc({ result }, 0)
+    for (const result of ['ok', 'failed', 'limited']) this.auth.inc({ result }, 0)
     for (const c of ['2xx', '4xx', '5xx']) this.recipientReplies.inc({ class: c }, 0)
     for (const mode of ['defer', 'accept']) this.replyTimeouts.inc({ mode }, 0)
     this.redisErrors.inc(0)
@@ -135,6 +158,18 @@ export class Metrics {
         this.messageBytes.observe(size)
         for (const r of replies) this.recipientReplies.inc({ class: statusClass(r.code) })
         next.transaction?.(envelope, replies, size)
+      },
+      lineAbandoned: () => {
+        this.linesAbandoned.inc()
+        next.lineAbandoned?.()
+      },
+      starttls: (result) => {
+        this.starttls.inc({ result: result.replace(/-/g, '_') })
+        next.starttls?.(result)
+      },
+      auth: (result) => {
+        this.auth.inc({ result })
+        next.auth?.(result)
       },
     }
   }

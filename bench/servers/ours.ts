@@ -1,9 +1,10 @@
 /**
  * Benchmark server: our LmtpServer with a handler that reads every message to its end and
  * discards it. Runs in its own process; prints `{"port":N,"pid":N}` once listening and closes
- * cleanly on SIGTERM (so `--cpu-prof` can write its profile).
+ * cleanly on SIGTERM (so `--cpu-prof` can write its profile). With `--tls cert key` it offers
+ * STARTTLS with that certificate.
  *
- * Usage: node node_modules/.cache/lmtp-bench/build/bench/servers/ours.js [maxMessageSize] (compiled by bench/lmtp.ts)
+ * Usage: node node_modules/.cache/lmtp-bench/build/bench/servers/ours.js [maxMessageSize] [--tls cert key] (compiled by bench/lmtp.ts)
  */
 import { finished } from 'node:stream/promises'
 import { LmtpServer } from '../../src/lmtp/server.js'
@@ -11,7 +12,11 @@ import { reply, type Reply } from '../../src/lmtp/reply.js'
 import type { LmtpHandler } from '../../src/lmtp/types.js'
 import { createLogger } from '../../src/logger.js'
 
-const maxMessageSize = Number(process.argv[2] ?? 64 * 1024 * 1024)
+const args = process.argv.slice(2)
+const tlsAt = args.indexOf('--tls')
+const tls = tlsAt === -1 ? null : { certFile: args[tlsAt + 1]!, keyFile: args[tlsAt + 2]!, clientCaFile: null, clientCert: 'off' as const, required: false }
+const positional = tlsAt === -1 ? args : args.slice(0, tlsAt)
+const maxMessageSize = Number(positional[0] ?? 64 * 1024 * 1024)
 const delivered: Reply = reply(250, '2.0.0', 'delivered')
 
 const discard: LmtpHandler = {
@@ -31,6 +36,7 @@ const server = new LmtpServer(
     maxConnections: 10_000,
     idleTimeoutMs: 120_000,
     dataTimeoutMs: 120_000,
+    tls,
   },
   discard,
   createLogger('silent'),

@@ -2,13 +2,17 @@
  * Benchmark load generator that pipelines, as Postfix's own LMTP client does: MAIL FROM, every
  * RCPT TO and DATA go out in one write; once their replies are in, the message and its final dot
  * in one write; then one reply per recipient. (smtp-source cannot pipeline, so under it every
- * command costs a full round trip.) Runs in its own process; prints messages per second.
+ * command costs a full round trip.) Runs in its own process; prints messages per second. With
+ * `starttls` as the last argument each session does STARTTLS after its first LHLO, as Postfix with
+ * `lmtp_tls_security_level = encrypt` does, and sends LHLO again inside TLS.
  *
- * Usage: node node_modules/.cache/lmtp-bench/build/bench/servers/pipelining-client.js port sessions messages recipients size
+ * Usage: node node_modules/.cache/lmtp-bench/build/bench/servers/pipelining-client.js port sessions messages recipients size [starttls]
  */
 import net from 'node:net'
+import tls from 'node:tls'
 
-const [port, sessions, messages, recipients, size] = process.argv.slice(2).map(Number) as [number, number, number, number, number]
+const starttls = process.argv[7] === 'starttls'
+const [port, sessions, messages, recipients, size] = process.argv.slice(2, 7).map(Number) as [number, number, number, number, number]
 for (const [name, v] of Object.entries({ port, sessions, messages, recipients, size })) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer, got ${v}`)
 }
@@ -34,10 +38,10 @@ function finalReplies(text: string): number {
 
 function session(): Promise<void> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: '127.0.0.1', noDelay: true })
+    let socket: net.Socket = net.connect({ port, host: '127.0.0.1', noDelay: true })
     let received = ''
     let expected = 1
-    let step: 'greeting' | 'lhlo' | 'envelope' | 'message' | 'quit' = 'greeting'
+    let step: 'greeting' | 'starttls' | 'lhlo' | 'envelope' | 'message' | 'quit' = 'greeting'
     const send = (data: string | Buffer, replies: number, next: typeof step): void => {
       received = ''
       expected = replies
@@ -49,15 +53,21 @@ function session(): Promise<void> {
       left--
       send(envelope, recipients + 2, 'envelope')
     }
-    socket.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       received += chunk.toString('latin1')
       if (finalReplies(received) < expected) return
       if (!/^[23]/.test(received) || /\r\n[45]/.test(received)) return reject(new Error(`unexpected reply: ${received}`))
-      if (step === 'greeting') send('LHLO bench.test\r\n', 1, 'lhlo')
-      else if (step === 'lhlo' || step === 'message') nextMessage()
+      if (step === 'greeting') send(starttls ? 'LHLO bench.test\r\nSTARTTLS\r\n' : 'LHLO bench.test\r\n', starttls ? 2 : 1, starttls ? 'starttls' : 'lhlo')
+      else if (step === 'starttls') {
+        socket.removeListener('data', onData)
+        socket = tls.connect({ socket, rejectUnauthorized: false }, () => send('LHLO bench.test\r\n', 1, 'lhlo'))
+        socket.on('data', onData)
+        socket.on('error', reject)
+      } else if (step === 'lhlo' || step === 'message') nextMessage()
       else if (step === 'envelope') send(message, recipients, 'message')
       else socket.end()
-    })
+    }
+    socket.on('data', onData)
     socket.on('error', reject)
     socket.on('close', () => resolve())
   })

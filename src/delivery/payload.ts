@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto'
 import { simpleParser, type AddressObject, type EmailAddress } from 'mailparser'
-import type { Envelope, XForward } from '../lmtp/types.js'
+import type { Envelope, TlsInfo, XForward } from '../lmtp/types.js'
 
 export type RouteFormat = 'json' | 'json+raw' | 'raw'
 
@@ -83,6 +83,10 @@ export interface EnvelopeInfo {
   readonly clientAddress: string
   /** XFORWARD attributes (the original SMTP client), `null` when the MTA sent none. */
   readonly xforward: Readonly<XForward> | null
+  /** What STARTTLS negotiated (with the verified client certificate's subject); `null` in cleartext. Absent in envelopes stored before it existed. */
+  readonly tls?: TlsInfo | null
+  /** Identity the MTA authenticated as (AUTH); `null` when it did not. */
+  readonly authUser?: string | null
 }
 
 export interface PayloadRecipient {
@@ -113,6 +117,8 @@ export function envelopeInfo(envelope: Envelope): EnvelopeInfo {
     lhlo: envelope.session.lhlo,
     clientAddress: envelope.session.remoteAddress,
     xforward: Object.keys(xforward).length === 0 ? null : xforward,
+    tls: envelope.session.tls,
+    authUser: envelope.session.authUser,
   }
 }
 
@@ -251,7 +257,14 @@ export function messageJson(parsed: ParsedMessage, maxInlineAttachmentBytes: num
 function envelopeRest(envelope: EnvelopeInfo): Buffer {
   let json = envelopeCache.get(envelope)
   if (!json) {
-    const rest = JSON.stringify({ recipients: envelope.recipients, lhlo: envelope.lhlo, clientAddress: envelope.clientAddress, xforward: envelope.xforward })
+    const rest = JSON.stringify({
+      recipients: envelope.recipients,
+      lhlo: envelope.lhlo,
+      clientAddress: envelope.clientAddress,
+      xforward: envelope.xforward,
+      tls: envelope.tls ?? null,
+      authUser: envelope.authUser ?? null,
+    })
     json = Buffer.from(rest.slice(1, -1))
     envelopeCache.set(envelope, json)
   }
@@ -269,7 +282,7 @@ function rawBase64(raw: Buffer): Buffer {
 
 /**
  * The JSON body for one recipient (formats `json` and `json+raw`; `raw` needs `raw`):
- * `{ id, envelope: { mailFrom, rcptTo, recipients, lhlo, clientAddress, xforward }, message, size, raw? }`.
+ * `{ id, envelope: { mailFrom, rcptTo, recipients, lhlo, clientAddress, xforward, tls, authUser }, message, size, raw? }`.
  */
 export function buildJsonBody(parsed: ParsedMessage, envelope: EnvelopeInfo, recipient: PayloadRecipient, route: PayloadRoute, raw?: Buffer): Buffer {
   if (route.format === 'raw') throw new TypeError('format: the raw format has no JSON body; send the raw message with rawRequestHeaders()')
@@ -308,7 +321,8 @@ export function headerSafe(value: string): string {
  * Headers of the `raw` format, whose body is the message itself: `content-type: message/rfc822`
  * and the envelope in `x-lmtp-*` headers, each value encoded with `headerSafe`. Recipients are
  * separated by `,` (which `headerSafe` never leaves in an address). XFORWARD attributes the MTA
- * sent appear as `x-lmtp-xforward-<name>`.
+ * sent appear as `x-lmtp-xforward-<name>`; a TLS session as `x-lmtp-tls` (protocol),
+ * `x-lmtp-tls-cipher` and `x-lmtp-tls-client-subject` (when verified); AUTH as `x-lmtp-auth-user`.
  */
 export function rawRequestHeaders(envelope: EnvelopeInfo, recipient: PayloadRecipient): Record<string, string> {
   const headers: Record<string, string> = {
@@ -323,5 +337,12 @@ export function rawRequestHeaders(envelope: EnvelopeInfo, recipient: PayloadReci
     const value = envelope.xforward?.[key]
     if (value !== undefined) headers[`x-lmtp-xforward-${key}`] = headerSafe(value)
   }
+  const tls = envelope.tls
+  if (tls) {
+    headers['x-lmtp-tls'] = headerSafe(tls.protocol)
+    headers['x-lmtp-tls-cipher'] = headerSafe(tls.cipher)
+    if (tls.clientSubject !== null) headers['x-lmtp-tls-client-subject'] = headerSafe(tls.clientSubject)
+  }
+  if (envelope.authUser) headers['x-lmtp-auth-user'] = headerSafe(envelope.authUser)
   return headers
 }

@@ -8,7 +8,9 @@
  *   never starts a line, so it never takes part in dot-unstuffing or in the end-of-data marker.
  *   `\n.\n`, `\n.\r\n` and `\r.\r\n` therefore never end the data (the SMTP smuggling family).
  * - A command line longer than the limit is reported once as `too-long` when its LF arrives; its bytes
- *   are dropped as they come, so memory never grows with the line.
+ *   are dropped as they come, so memory never grows with the line. Once more than `maxDiscard`
+ *   octets of one line have been dropped, `abandoned` is reported instead (at once, without waiting
+ *   for an LF that may never come) and the session closes the connection.
  *
  * Data segments are zero-copy views (`subarray`) of the received chunks.
  */
@@ -16,6 +18,7 @@
 export type ParserEvent =
   | { readonly type: 'line'; readonly line: Buffer; readonly bareLf: boolean }
   | { readonly type: 'too-long' }
+  | { readonly type: 'abandoned' }
   | { readonly type: 'data'; readonly chunk: Buffer }
   | { readonly type: 'end' }
 
@@ -50,8 +53,13 @@ export class LmtpParser {
   private heldCr = false
   private bdatLeft = 0
   private discarding = false
+  /** Octets of the current over-long line dropped so far. */
+  private discarded = 0
 
-  constructor(private readonly maxLineLength: number) {}
+  constructor(
+    private readonly maxLineLength: number,
+    private readonly maxDiscard = Number.MAX_SAFE_INTEGER,
+  ) {}
 
   /** Octets received and not yet parsed. */
   get buffered(): number {
@@ -60,6 +68,11 @@ export class LmtpParser {
 
   get currentMode(): Mode {
     return this.mode
+  }
+
+  /** True while a command line has started and not yet ended (octets buffered, or an over-long line being dropped). */
+  get partialLine(): boolean {
+    return this.mode === 'command' && (this.queued > 0 || this.discarding)
   }
 
   push(chunk: Buffer): void {
@@ -79,6 +92,13 @@ export class LmtpParser {
   startBdat(size: number): void {
     this.mode = 'bdat'
     this.bdatLeft = size
+  }
+
+  /** Drops everything buffered and any line being dropped (input that must never be read, as after STARTTLS). */
+  discardInput(): void {
+    this.clear()
+    this.discarding = false
+    this.discarded = 0
   }
 
   /** Drops everything buffered (the connection is closing). */
@@ -128,8 +148,10 @@ export class LmtpParser {
       const length = scanned + (lf - start) + 1
       if (this.discarding || length > this.maxLineLength) {
         this.consume(length)
+        const total = this.discarded + length
         this.discarding = false
-        return { type: 'too-long' }
+        this.discarded = 0
+        return total > this.maxDiscard ? { type: 'abandoned' } : { type: 'too-long' }
       }
       let line: Buffer
       if (i === 0) {
@@ -147,7 +169,13 @@ export class LmtpParser {
     if (this.discarding || scanned > this.maxLineLength) {
       // Over the limit and still no LF: drop what we have, remember to report it when the LF comes.
       this.discarding = true
+      this.discarded += this.queued
       this.clear()
+      if (this.discarded > this.maxDiscard) {
+        this.discarding = false
+        this.discarded = 0
+        return { type: 'abandoned' }
+      }
     }
     return null
   }

@@ -13,12 +13,21 @@ export const chunkOk = (size: number): Reply => reply(250, '2.0.0', `${size} oct
 export const cannotVrfy = (): Reply => reply(252, '2.5.0', 'Cannot VRFY user; send some mail and delivery will be attempted')
 export const help = (): Reply => reply(214, '2.0.0', ['Commands: LHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT XFORWARD', 'See RFC 2033 (LMTP)'])
 export const startData = (): Reply => reply(354, undefined, 'Start mail input; end with <CRLF>.<CRLF>')
+export const readyForTls = (): Reply => reply(220, '2.0.0', 'Ready to start TLS')
+export const authOk = (): Reply => reply(235, '2.7.0', 'Authentication successful')
+/** A SASL challenge (RFC 4954): base64 text, sent without an enhanced code. */
+export const authChallenge = (base64: string): Reply => reply(334, undefined, base64)
 
 export const shuttingDown = (host: string): Reply => reply(421, '4.3.2', `${host} service shutting down, closing connection`)
 export const idleTimeout = (host: string): Reply => reply(421, '4.4.2', `${host} timeout, closing connection`)
 export const tooManyConnections = (host: string): Reply => reply(421, '4.7.0', `${host} too many connections, try again later`)
 export const tooManyErrors = (host: string): Reply => reply(421, '4.7.0', `${host} too many errors, closing connection`)
 export const closingOutOfSync = (host: string): Reply => reply(421, '4.5.0', `${host} cannot stay in sync with the client, closing connection`)
+export const lineAbandoned = (host: string): Reply => reply(421, '4.7.0', `${host} command line too long, closing connection`)
+export const clientCertificateRequired = (host: string): Reply =>
+  reply(421, '4.7.0', `${host} a client certificate signed by the trusted CA is required, closing connection`)
+export const tlsUnavailable = (): Reply => reply(454, '4.7.0', 'TLS not available due to temporary reason')
+export const authLimited = (): Reply => reply(454, '4.7.0', 'Too many failed authentication attempts, try again later')
 export const localError = (): Reply => reply(451, '4.3.0', 'Temporary local error, try again later')
 export const tooManyRecipients = (): Reply => reply(452, '4.5.3', 'Too many recipients')
 
@@ -38,6 +47,9 @@ export const noArguments = (): Reply => reply(501, '5.5.4', 'No arguments allowe
 export const vrfySyntax = (): Reply => reply(501, '5.5.4', 'Syntax: VRFY <address>')
 export const bdatSyntax = (): Reply => reply(501, '5.5.4', 'Syntax: BDAT <size> [LAST]')
 export const xforwardSyntax = (): Reply => reply(501, '5.5.4', 'Syntax: XFORWARD attribute=value ... (NAME ADDR PORT PROTO HELO IDENT SOURCE)')
+export const authSyntax = (): Reply => reply(501, '5.5.4', 'Syntax: AUTH mechanism [initial-response]')
+export const authCancelled = (): Reply => reply(501, '5.0.0', 'Authentication cancelled')
+export const authBadBase64 = (): Reply => reply(501, '5.5.2', 'Invalid base64 data')
 
 export const lhloFirst = (): Reply => reply(503, '5.5.1', 'Send LHLO first')
 export const nestedMail = (): Reply => reply(503, '5.5.1', 'Sender already specified')
@@ -45,7 +57,15 @@ export const needMail = (): Reply => reply(503, '5.5.1', 'Need MAIL command firs
 export const noRecipients = (): Reply => reply(503, '5.5.1', 'No valid recipients')
 export const badSequence = (): Reply => reply(503, '5.5.1', 'Bad sequence of commands')
 export const binaryNeedsBdat = (): Reply => reply(503, '5.5.1', 'BODY=BINARYMIME requires BDAT')
+export const alreadyTls = (): Reply => reply(503, '5.5.1', 'TLS already active')
+export const alreadyAuthenticated = (): Reply => reply(503, '5.5.1', 'Already authenticated')
+export const authMechanism = (): Reply => reply(504, '5.5.4', 'Unrecognized authentication mechanism; use PLAIN or LOGIN')
+export const tlsRequired = (): Reply => reply(530, '5.7.0', 'Must issue a STARTTLS command first')
+export const authRequired = (): Reply => reply(530, '5.7.0', 'Authentication required')
+export const authFailed = (): Reply => reply(535, '5.7.8', 'Authentication credentials invalid')
+export const encryptionRequired = (): Reply => reply(538, '5.7.11', 'Encryption required for requested authentication mechanism')
 
+export const accessDenied = (host: string): Reply => reply(554, '5.7.1', `${host} access denied`)
 export const domainNotAccepted = (domain: string): Reply => reply(550, '5.1.2', `Domain ${domain} is not accepted here`)
 export const tooBig = (max: number): Reply => reply(552, '5.3.4', `Message size exceeds the limit of ${max} octets`)
 export const badSender = (): Reply => reply(553, '5.1.7', 'Invalid sender address syntax')

@@ -1,14 +1,19 @@
 /**
- * The LMTP listener: TCP and/or unix socket, connection limit, graceful close. Knows nothing of
- * HTTP or Redis: it drives `LmtpSession`s against an `LmtpHandler`.
+ * The LMTP listener: TCP and/or unix socket, connection limit, client allowlist, PROXY protocol,
+ * graceful close. Knows nothing of HTTP or Redis: it drives `LmtpSession`s against an
+ * `LmtpHandler`.
  */
 import net from 'node:net'
 import { existsSync, unlinkSync, statSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { formatReply } from './reply.js'
 import * as R from './replies.js'
-import { LmtpSession, type SessionObserver, type SessionOptions } from './session.js'
+import { LmtpSession, type Peer, type SessionObserver, type SessionOptions } from './session.js'
 import type { LmtpHandler } from './types.js'
+import { TlsCredentials, type TlsOptions } from './tls.js'
+import { FailureLimiter, UserStore, type AuthOptions } from './auth.js'
+import { AddressSet } from './access.js'
+import { parseProxyHeader, V2_MAX, type ProxiedClient } from './proxy.js'
 
 export interface LmtpServerOptions {
   readonly hostname: string
@@ -20,19 +25,47 @@ export interface LmtpServerOptions {
   readonly idleTimeoutMs: number
   readonly dataTimeoutMs: number
   readonly maxLineLength?: number
+  /** Octets of one over-long command line dropped before the connection is closed (default 64 KiB). */
+  readonly maxLineDiscard?: number
   readonly maxErrors?: number
+  /** STARTTLS; null or absent: cleartext only. */
+  readonly tls?: TlsOptions | null
+  /** AUTH PLAIN/LOGIN after STARTTLS; needs `tls`. */
+  readonly auth?: AuthOptions | null
+  /** Clients (after PROXY) outside these get 554 5.7.1 instead of the greeting; empty: everyone. */
+  readonly allowCidrs?: readonly string[]
+  /** The PROXY protocol (v1 and v2), honoured from these peers only. */
+  readonly proxy?: { readonly trustedCidrs: readonly string[] } | null
 }
 
+export type ConnectionEvent = 'open' | 'close' | 'refused' | 'denied'
+
 export interface ServerObserver extends SessionObserver {
-  connection?(event: 'open' | 'close' | 'refused'): void
+  /**
+   * `refused`: over the connection limit or shutting down; `denied`: outside LMTP_ALLOW_CIDRS, or a
+   * missing or invalid PROXY header from a trusted proxy.
+   */
+  connection?(event: ConnectionEvent): void
 }
 
 export type ListenTarget = { host: string; port: number } | { path: string }
+
+/** How long a trusted proxy has to send its header. */
+const PROXY_HEADER_TIMEOUT_MS = 10_000
+
+/** An IPv4 client on a dual-stack socket, `::ffff:a.b.c.d`, as the IPv4 address it is. */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
+}
 
 export class LmtpServer {
   private readonly servers: net.Server[] = []
   private readonly sessions = new Set<LmtpSession>()
   private readonly sessionOptions: SessionOptions
+  private readonly allow: AddressSet | null
+  private readonly trustedProxies: AddressSet | null
+  /** Connections still sending their PROXY header (counted against the connection limit). */
+  private preambles = 0
   private closing = false
 
   constructor(
@@ -41,6 +74,9 @@ export class LmtpServer {
     private readonly log: Logger,
     private readonly observer: ServerObserver = {},
   ) {
+    const tls = options.tls ?? null
+    const auth = options.auth ?? null
+    if (auth !== null && tls === null) throw new TypeError('auth needs tls: AUTH is only offered inside TLS')
     this.sessionOptions = {
       hostname: options.hostname,
       domains: new Set(options.domains.map((d) => d.toLowerCase())),
@@ -49,8 +85,20 @@ export class LmtpServer {
       idleTimeoutMs: options.idleTimeoutMs,
       dataTimeoutMs: options.dataTimeoutMs,
       maxLineLength: options.maxLineLength ?? 4096,
+      maxLineDiscard: options.maxLineDiscard ?? 64 * 1024,
       maxErrors: options.maxErrors ?? 20,
+      tls: tls === null ? null : { credentials: new TlsCredentials(tls, log.child({ part: 'tls' })), required: tls.required, clientCert: tls.clientCert },
+      auth:
+        auth === null
+          ? null
+          : {
+              users: new UserStore(auth.usersFile, log.child({ part: 'auth' })),
+              limiter: new FailureLimiter(auth.maxFailures, auth.failureWindowMs),
+              required: auth.required,
+            },
     }
+    this.allow = options.allowCidrs && options.allowCidrs.length > 0 ? new AddressSet(options.allowCidrs) : null
+    this.trustedProxies = options.proxy ? new AddressSet(options.proxy.trustedCidrs) : null
   }
 
   /** Number of open sessions. */
@@ -83,27 +131,99 @@ export class LmtpServer {
     return bound
   }
 
+  private event(event: ConnectionEvent): void {
+    try {
+      this.observer.connection?.(event)
+    } catch (err) {
+      this.log.error({ err }, 'connection observer failed')
+    }
+  }
+
+  /** Writes a last reply to a connection that gets no session, and lets go of it. */
+  private turnAway(socket: net.Socket, text: string): void {
+    socket.on('error', () => {})
+    socket.end(text)
+    // allowHalfOpen: a client that never closes must not keep the descriptor.
+    socket.setTimeout(1000, () => socket.destroy())
+  }
+
   private accept(socket: net.Socket): void {
-    if (this.closing || this.sessions.size >= this.options.maxConnections) {
-      this.observer.connection?.('refused')
-      socket.on('error', () => {})
-      socket.end(formatReply(this.closing ? R.shuttingDown(this.options.hostname) : R.tooManyConnections(this.options.hostname)))
-      // allowHalfOpen: a refused client that never closes must not keep the descriptor.
-      socket.setTimeout(1000, () => socket.destroy())
+    if (this.closing || this.sessions.size + this.preambles >= this.options.maxConnections) {
+      this.event('refused')
+      this.turnAway(socket, formatReply(this.closing ? R.shuttingDown(this.options.hostname) : R.tooManyConnections(this.options.hostname)))
       return
     }
-    const session = new LmtpSession(socket, this.sessionOptions, this.handler, this.log, this.observer)
+    const peer = socket.remoteAddress
+    // A unix socket has no address: neither the allowlist nor the PROXY protocol applies there.
+    if (peer === undefined) return this.admit(socket, { remoteAddress: 'unix', remotePort: 0, peerAddress: 'unix', refuseProxyHeader: false })
+    const port = socket.remotePort ?? 0
+    if (this.trustedProxies === null) return this.admit(socket, { remoteAddress: peer, remotePort: port, peerAddress: peer, refuseProxyHeader: false })
+    if (!this.trustedProxies.has(plainAddress(peer))) {
+      // Served as a direct client; a PROXY header from it is refused, never believed.
+      return this.admit(socket, { remoteAddress: peer, remotePort: port, peerAddress: peer, refuseProxyHeader: true })
+    }
+    this.readProxyHeader(socket, peer, port)
+  }
+
+  /** Reads the PROXY header a trusted proxy sends first, then admits the client it names. */
+  private readProxyHeader(socket: net.Socket, peer: string, port: number): void {
+    this.preambles++
+    let input: Buffer = Buffer.alloc(0)
+    let done = false
+    const finish = (): void => {
+      done = true
+      this.preambles--
+      socket.removeListener('data', onData)
+      socket.removeListener('close', onClose)
+      socket.setTimeout(0)
+    }
+    const deny = (reason: string): void => {
+      finish()
+      this.log.warn({ peer, reason }, 'PROXY header missing or invalid: connection closed')
+      this.event('denied')
+      socket.destroy()
+    }
+    const onData = (chunk: Buffer): void => {
+      input = input.length === 0 ? chunk : Buffer.concat([input, chunk])
+      const parsed = parseProxyHeader(input)
+      if (parsed.status === 'incomplete') {
+        if (input.length > V2_MAX) deny('header too long')
+        return
+      }
+      if (parsed.status === 'invalid') return deny(parsed.reason)
+      finish()
+      const client: ProxiedClient = parsed.client ?? { address: peer, port }
+      this.admit(socket, { remoteAddress: client.address, remotePort: client.port, peerAddress: peer, refuseProxyHeader: false }, input.subarray(parsed.length))
+    }
+    const onClose = (): void => {
+      if (!done) finish()
+    }
+    socket.on('data', onData)
+    socket.on('close', onClose)
+    socket.on('error', () => {})
+    socket.setTimeout(Math.min(PROXY_HEADER_TIMEOUT_MS, this.options.idleTimeoutMs), () => {
+      if (!done) deny('no header within the timeout')
+    })
+  }
+
+  private admit(socket: net.Socket, peer: Peer, input?: Buffer): void {
+    if (this.closing) {
+      this.event('refused')
+      return this.turnAway(socket, formatReply(R.shuttingDown(this.options.hostname)))
+    }
+    if (this.allow !== null && peer.remoteAddress !== 'unix' && !this.allow.has(plainAddress(peer.remoteAddress))) {
+      this.log.info({ remote: peer.remoteAddress, peer: peer.peerAddress }, 'client outside LMTP_ALLOW_CIDRS: connection refused')
+      this.event('denied')
+      return this.turnAway(socket, formatReply(R.accessDenied(this.options.hostname)))
+    }
+    const session = new LmtpSession(socket, this.sessionOptions, this.handler, this.log, this.observer, peer)
     this.sessions.add(session)
-    this.observer.connection?.('open')
+    this.event('open')
     void session.closedPromise.then(() => {
       this.sessions.delete(session)
-      try {
-        this.observer.connection?.('close')
-      } catch (err) {
-        this.log.error({ err }, 'connection observer failed')
-      }
+      this.event('close')
     })
-    session.start()
+    session.start(input)
   }
 
   /**

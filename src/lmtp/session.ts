@@ -1,18 +1,24 @@
 /**
- * One LMTP connection: the state machine. Commands dispatch through a table; every reply goes
- * through `formatReply`; input is parsed by `LmtpParser` and replies are batched and flushed
- * whenever the parser has no complete input left (RFC 2920), so pipelined groups are answered in
- * order and nothing buffered is lost.
+ * One LMTP connection: the input pump, the reply batching and the message data path. Commands live
+ * in `commands/`, one file per command (or per family), and dispatch through the table in
+ * `commands/index.ts`; they read and change the session state kept here. Every reply goes through
+ * `formatReply`; input is parsed by `LmtpParser` and replies are batched and flushed whenever the
+ * parser has no complete input left (RFC 2920), so pipelined groups are answered in order and
+ * nothing buffered is lost.
  */
 import type { Socket } from 'node:net'
+import { TLSSocket, type SecureContext } from 'node:tls'
 import { Readable } from 'node:stream'
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { AppError } from '../errors.js'
 import { LmtpParser, type ParserEvent } from './parser.js'
-import { formatReply, isFinalReply, reply, type Reply } from './reply.js'
-import { decodeXtext, parseMailbox, parseParams, splitPathAndParams } from './address.js'
-import type { BodyType, Envelope, LmtpHandler, Recipient, Sender, SessionInfo, XForward } from './types.js'
+import { formatReply, isFinalReply, type Reply } from './reply.js'
+import type { Envelope, LmtpHandler, Recipient, Sender, SessionInfo, TlsInfo, XForward } from './types.js'
+import { COMMANDS } from './commands/index.js'
+import { newId } from './ids.js'
+import { distinguishedName, peerVerified, type ClientCertMode, type TlsCredentials } from './tls.js'
+import type { FailureLimiter, UserStore } from './auth.js'
+import { proxyHeaderStart } from './proxy.js'
 import * as R from './replies.js'
 
 export interface SessionOptions {
@@ -27,13 +33,47 @@ export interface SessionOptions {
   readonly maxLineLength: number
   /** Protocol errors tolerated before the connection is closed. */
   readonly maxErrors: number
+  /** Octets of one over-long command line dropped before the connection is closed. */
+  readonly maxLineDiscard: number
+  /** STARTTLS, when configured. */
+  readonly tls: {
+    readonly credentials: TlsCredentials
+    readonly required: boolean
+    readonly clientCert: ClientCertMode
+  } | null
+  /** AUTH PLAIN and LOGIN (after STARTTLS), when configured. */
+  readonly auth: {
+    readonly users: UserStore
+    readonly limiter: FailureLimiter
+    readonly required: boolean
+  } | null
 }
+
+/** Who is at the other end of the connection. */
+export interface Peer {
+  /** The client's address: the socket's peer, or the client a trusted proxy named. */
+  readonly remoteAddress: string
+  readonly remotePort: number
+  /** The socket's peer. */
+  readonly peerAddress: string
+  /** Refuse a connection that starts with a PROXY header (from a peer not trusted to send one). */
+  readonly refuseProxyHeader: boolean
+}
+
+export type StartTlsResult = 'ok' | 'failed' | 'no-client-certificate'
+export type AuthResult = 'ok' | 'failed' | 'limited'
 
 export interface SessionObserver {
   transaction?(envelope: Envelope, replies: readonly Reply[], size: number): void
+  /** A command line passed LMTP_MAX_LINE_DISCARD and the connection was closed. */
+  lineAbandoned?(): void
+  /** A STARTTLS handshake ended. */
+  starttls?(result: StartTlsResult): void
+  /** An AUTH exchange ended (`limited`: refused because of earlier failures from the address). */
+  auth?(result: AuthResult): void
 }
 
-interface Transaction {
+export interface Transaction {
   readonly sender: Sender
   readonly recipients: Recipient[]
   readonly startedAt: number
@@ -50,57 +90,88 @@ interface Transaction {
   usedBdat: boolean
 }
 
-type Command = (this: LmtpSession, args: string) => void | Promise<void>
+/** A BDAT chunk being read: the reply to send at its end, or null to stream it into the transaction. */
+export interface BdatChunk {
+  readonly last: boolean
+  readonly size: number
+  readonly reject: Reply | null
+}
 
 /** Input queued beyond this pauses the socket until the session catches up. */
 const INPUT_HIGH_WATER = 256 * 1024
 /** How long a closed session waits for the client to close its side. */
 const CLOSE_LINGER_MS = 5_000
 const MESSAGE_HIGH_WATER = 64 * 1024
-const XFORWARD_ATTRS = new Set(['NAME', 'ADDR', 'PORT', 'PROTO', 'HELO', 'IDENT', 'SOURCE'])
 
-// Ids are unique per process start (random prefix) and cheap to make (a counter).
-const ID_PREFIX = randomBytes(4).toString('hex')
-let counter = 0
-function newId(): string {
-  counter = (counter + 1) % 0x10000000000
-  return ID_PREFIX + counter.toString(36).padStart(8, '0')
-}
+/** A line the session waits for in place of a command (an AUTH response after 334). */
+export type Continuation = (line: string) => void | Promise<void>
 
 export class LmtpSession {
   readonly id = newId()
-  private readonly parser: LmtpParser
-  private readonly log: Logger
+  readonly parser: LmtpParser
+  readonly log: Logger
   private out: string[] = []
   private pumping = false
   private closed = false
-  private quitting = false
-  private draining = false
-  private errors = 0
-  private lhlo: string | null = null
-  private xforward: XForward = {}
-  private txn: Transaction | null = null
-  /** During a BDAT chunk the session is reading: the reply to send, or null to stream into the txn. */
-  private bdat: { last: boolean; size: number; reject: Reply | null } | null = null
-  private readResolve: (() => void) | null = null
   private paused = false
-  private txnCount = 0
   private timerMs = -1
+  private txnCount = 0
+  private readResolve: (() => void) | null = null
+  /** Started when a command line begins arriving: it must end within the idle timeout. */
+  private lineTimer: NodeJS.Timeout | null = null
+  private lingerTimer: NodeJS.Timeout | null = null
+  /** While the first octets are screened for a PROXY header (see Peer.refuseProxyHeader). */
+  private screening: Buffer | null
+  private handshaking = false
+  private ended = false
   readonly closedPromise: Promise<void>
   private resolveClosed!: () => void
+  readonly remoteAddress: string
+  readonly remotePort: number
+  readonly peerAddress: string
+
+  // State the command modules read and change.
+  /** The client half-closed or sent QUIT: answer what is complete, then close. */
+  quitting = false
+  /** The server is closing: end the session once no transaction is open. */
+  draining = false
+  /** Protocol errors so far. */
+  errors = 0
+  /** Name given in LHLO; null until then. */
+  lhlo: string | null = null
+  xforward: XForward = {}
+  txn: Transaction | null = null
+  /** During a BDAT chunk the session is reading it. */
+  bdat: BdatChunk | null = null
+  /** Set once STARTTLS has completed. */
+  tls: TlsInfo | null = null
+  /** Set by a successful AUTH. */
+  authUser: string | null = null
+  /** The next line is the answer to a 334 challenge, not a command. */
+  continuation: Continuation | null = null
 
   constructor(
-    private readonly socket: Socket,
-    private readonly options: SessionOptions,
-    private readonly handler: LmtpHandler,
+    public socket: Socket,
+    readonly options: SessionOptions,
+    readonly handler: LmtpHandler,
     logger: Logger,
     private readonly observer: SessionObserver = {},
+    peer?: Peer,
   ) {
-    this.parser = new LmtpParser(options.maxLineLength)
-    this.log = logger.child({ session: this.id })
+    this.parser = new LmtpParser(options.maxLineLength, options.maxLineDiscard)
+    this.remoteAddress = peer?.remoteAddress ?? socket.remoteAddress ?? 'unix'
+    this.remotePort = peer?.remotePort ?? socket.remotePort ?? 0
+    this.peerAddress = peer?.peerAddress ?? this.remoteAddress
+    this.screening = peer?.refuseProxyHeader ? Buffer.alloc(0) : null
+    // Every line of the session names the client (the MTA the PROXY header named, if any).
+    this.log = logger.child({ session: this.id, remote: this.remoteAddress })
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve))
     socket.setNoDelay(true)
     this.setTimer(options.idleTimeoutMs)
+    this.listen(socket)
+  }
+
+  private listen(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('timeout', () => this.onTimeout())
     socket.on('error', (err) => this.log.debug({ err }, 'socket error'))
@@ -115,9 +186,12 @@ export class LmtpSession {
   get info(): SessionInfo {
     return {
       id: this.id,
-      remoteAddress: this.socket.remoteAddress ?? 'unix',
-      remotePort: this.socket.remotePort ?? 0,
+      remoteAddress: this.remoteAddress,
+      remotePort: this.remotePort,
+      peerAddress: this.peerAddress,
       lhlo: this.lhlo ?? '',
+      tls: this.tls,
+      authUser: this.authUser,
     }
   }
 
@@ -126,9 +200,11 @@ export class LmtpSession {
     return this.txn !== null
   }
 
-  start(): void {
-    this.log.debug({ remote: this.socket.remoteAddress }, 'connection opened')
+  /** Greets the client; `input` is what arrived before (after a PROXY header). */
+  start(input?: Buffer): void {
+    this.log.debug({ peer: this.peerAddress === this.remoteAddress ? undefined : this.peerAddress }, 'connection opened')
     this.socket.write(formatReply(R.greeting(this.options.hostname), false))
+    if (input !== undefined && input.length > 0) this.onData(input)
   }
 
   /**
@@ -152,6 +228,21 @@ export class LmtpSession {
 
   private onData(chunk: Buffer): void {
     if (this.closed || this.quitting) return
+    if (this.screening !== null) {
+      const input = this.screening.length === 0 ? chunk : Buffer.concat([this.screening, chunk])
+      const start = proxyHeaderStart(input)
+      if (start === 'maybe') {
+        this.screening = input
+        return
+      }
+      this.screening = null
+      if (start === 'yes') {
+        this.log.warn({ peer: this.peerAddress }, 'PROXY header from an address not in LMTP_PROXY_TRUSTED_CIDRS: connection refused')
+        this.closeWith(R.accessDenied(this.options.hostname))
+        return
+      }
+      chunk = input
+    }
     this.parser.push(chunk)
     if (this.parser.buffered > INPUT_HIGH_WATER && !this.paused) {
       this.paused = true
@@ -161,8 +252,8 @@ export class LmtpSession {
   }
 
   private onTimeout(): void {
-    if (this.closed) {
-      // We ended our side and the client has not closed its own: let go of the socket.
+    if (this.closed || this.handshaking) {
+      // We ended our side and the client has not closed its own, or a TLS handshake stalled.
       this.socket.destroy()
       return
     }
@@ -177,7 +268,22 @@ export class LmtpSession {
     this.socket.destroySoon()
   }
 
+  /** A command line did not end within the idle timeout of its first octets (a client trickling an endless line). */
+  private onLineTimeout(): void {
+    this.lineTimer = null
+    if (this.closed || this.pumping || !this.parser.partialLine) return
+    this.log.info('command line not ended within the idle timeout')
+    this.closeWith(R.idleTimeout(this.options.hostname))
+    this.socket.destroySoon()
+  }
+
   private onClose(): void {
+    if (this.lingerTimer) clearTimeout(this.lingerTimer)
+    if (this.lineTimer) clearTimeout(this.lineTimer)
+    this.lingerTimer = this.lineTimer = null
+    // Once: after STARTTLS both the TLS socket and the socket under it may report the close.
+    if (this.ended) return
+    this.ended = true
     this.closed = true
     this.abortMessage('disconnect')
     this.parser.clear()
@@ -218,7 +324,17 @@ export class LmtpSession {
       this.pumping = false
       if (this.quitting && !this.closed) this.socket.end()
       else if (this.draining && !this.txn && this.bdat === null) this.closeWith(R.shuttingDown(this.options.hostname))
-      else this.setTimer(this.parser.currentMode === 'command' ? this.options.idleTimeoutMs : this.options.dataTimeoutMs)
+      else if (this.parser.currentMode === 'command') {
+        this.setTimer(this.options.idleTimeoutMs)
+        // Silence is not the only way to hold a connection: a line trickled one octet at a time
+        // must end within the idle timeout too.
+        if (this.parser.partialLine) {
+          if (this.lineTimer === null) this.lineTimer = setTimeout(() => this.onLineTimeout(), this.options.idleTimeoutMs)
+        } else if (this.lineTimer !== null) {
+          clearTimeout(this.lineTimer)
+          this.lineTimer = null
+        }
+      } else this.setTimer(this.options.dataTimeoutMs)
     } catch (err) {
       this.fail(err)
     }
@@ -248,7 +364,10 @@ export class LmtpSession {
       case 'line':
         return this.onLine(event.line, event.bareLf)
       case 'too-long':
+        this.continuation = null
         return this.protocolError(R.lineTooLong())
+      case 'abandoned':
+        return this.abandonLine()
       case 'data':
         return this.onMessageChunk(event.chunk)
       case 'end':
@@ -256,47 +375,23 @@ export class LmtpSession {
     }
   }
 
-  /** Sets the socket's inactivity timer (0 = off) only when it changes; Node refreshes it on I/O. */
-  private setTimer(ms: number): void {
-    if (ms === this.timerMs) return
-    this.timerMs = ms
-    this.socket.setTimeout(ms)
+  private abandonLine(): void {
+    this.log.warn({ limit: this.options.maxLineDiscard }, 'command line longer than LMTP_MAX_LINE_DISCARD: closing the connection')
+    this.continuation = null
+    this.send(R.lineTooLong())
+    this.notify(() => this.observer.lineAbandoned?.())
+    // Not destroyed at once: input still arriving is read and dropped until the client closes or
+    // the linger deadline passes, so the replies are not lost to a reset.
+    this.closeWith(R.lineAbandoned(this.options.hostname))
   }
-
-  private send(r: Reply, withEnhanced = true): void {
-    this.out.push(formatReply(r, withEnhanced))
-  }
-
-  private flush(): void {
-    if (this.out.length === 0 || this.closed) return
-    this.socket.write(this.out.length === 1 ? this.out[0]! : this.out.join(''))
-    this.out = []
-  }
-
-  private closeWith(r: Reply): void {
-    if (this.closed) return
-    this.send(r)
-    this.flush()
-    this.endSocket()
-  }
-
-  /** Ends our side; a client that does not close its own within the linger time is cut off. */
-  private endSocket(): void {
-    this.closed = true
-    this.parser.clear()
-    this.socket.end()
-    this.timerMs = -1
-    this.setTimer(CLOSE_LINGER_MS)
-  }
-
-  private protocolError(r: Reply): void {
-    this.send(r)
-    if (++this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
-  }
-
-  // ---------------------------------------------------------------- commands
 
   private onLine(raw: Buffer, bareLf: boolean): void | Promise<void> {
+    const continuation = this.continuation
+    if (continuation !== null) {
+      // A response to a 334 (AUTH): never a command, whatever it holds.
+      this.continuation = null
+      return continuation(bareLf ? '\n' : raw.toString('latin1'))
+    }
     if (bareLf) return this.protocolError(R.bareLf())
     // NUL, bare CR and other control characters are never valid in a command line.
     for (let i = 0; i < raw.length; i++) {
@@ -310,219 +405,209 @@ export class LmtpSession {
     const args = space === -1 ? '' : line.slice(space + 1)
     const command = COMMANDS[verb]
     if (command === undefined) return this.protocolError(verb === '' ? R.emptyCommand() : R.unknownCommand())
-    return command.call(this, args)
+    return command(this, args)
   }
 
-  /** @internal command table entries */
-  lhloCommand(args: string): void {
-    const name = args.trim()
-    if (name === '' || /\s/.test(name)) return this.protocolError(R.lhloSyntax())
-    this.resetTransaction()
-    this.xforward = {}
-    this.lhlo = name
-    const o = this.options
-    this.send(
-      reply(250, undefined, [
-        o.hostname,
-        'PIPELINING',
-        'ENHANCEDSTATUSCODES',
-        '8BITMIME',
-        `SIZE ${o.maxMessageSize}`,
-        'SMTPUTF8',
-        'CHUNKING',
-        'BINARYMIME',
-        'XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE',
-      ]),
-      false,
-    )
+  // ---------------------------------------------------------------- output
+
+  /** Sets the socket's inactivity timer (0 = off) only when it changes; Node refreshes it on I/O. */
+  setTimer(ms: number): void {
+    if (ms === this.timerMs) return
+    this.timerMs = ms
+    this.socket.setTimeout(ms)
   }
 
-  heloCommand(): void {
-    this.protocolError(R.useLhlo())
+  /** Queues a reply; it is written with the others when the input runs dry. */
+  send(r: Reply, withEnhanced = true): void {
+    this.out.push(formatReply(r, withEnhanced))
   }
 
-  mailCommand(args: string): void | Promise<void> {
-    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
-    if (this.txn) return this.protocolError(R.nestedMail())
-    const m = /^FROM:(.*)$/i.exec(args)
-    const split = m ? splitPathAndParams(m[1]!) : null
-    if (!split) return this.protocolError(R.mailSyntax())
-    const params = parseParams(split.params)
-    if (!params) return this.protocolError(R.paramSyntax())
-    let size: number | undefined
-    let body: BodyType | undefined
-    let smtputf8 = false
-    const seen = new Set<string>()
-    for (const p of params) {
-      if (seen.has(p.key)) return this.protocolError(R.paramSyntax())
-      seen.add(p.key)
-      if (p.key === 'SIZE') {
-        if (p.value === undefined || !/^\d{1,20}$/.test(p.value)) return this.protocolError(R.paramSyntax())
-        size = Number(p.value)
-        if (size > this.options.maxMessageSize) return this.send(R.tooBig(this.options.maxMessageSize))
-      } else if (p.key === 'BODY') {
-        const v = p.value?.toUpperCase()
-        if (v !== '7BIT' && v !== '8BITMIME' && v !== 'BINARYMIME') return this.protocolError(R.paramSyntax())
-        body = v
-      } else if (p.key === 'SMTPUTF8') {
-        if (p.value !== undefined) return this.protocolError(R.paramSyntax())
-        smtputf8 = true
-      } else {
-        return this.protocolError(R.unknownParam(p.key))
-      }
-    }
-    const path = parseMailbox(split.path, true)
-    if (path === 'address' || path === 'syntax') return this.send(R.badSender())
-    if (!path.ascii && !smtputf8) return this.send(R.needSmtputf8())
-    const sender: Sender = { address: path.address, size, body, smtputf8 }
-    const accept = (): void => {
-      this.txn = {
-        sender,
-        recipients: [],
-        startedAt: Date.now(),
-        id: newId(),
-        message: null,
-        pending: null,
-        size: 0,
-        failure: null,
-        settled: false,
-        usedBdat: false,
-      }
-      this.send(R.senderOk(path.address))
-    }
-    if (!this.handler.sender) return accept()
-    return this.verdict(
-      () => this.handler.sender!(sender, this.info, this.xforward),
-      (r) => (r === undefined || r.code < 300 ? accept() : this.send(r)),
-    )
+  /** Writes the queued replies now. */
+  flush(): void {
+    if (this.out.length === 0 || this.closed) return
+    this.socket.write(this.out.length === 1 ? this.out[0]! : this.out.join(''))
+    this.out = []
   }
 
-  rcptCommand(args: string): void | Promise<void> {
-    const txn = this.txn
-    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
-    if (txn.message) return this.protocolError(R.badSequence())
-    const m = /^TO:(.*)$/i.exec(args)
-    const split = m ? splitPathAndParams(m[1]!) : null
-    if (!split) return this.protocolError(R.rcptSyntax())
-    const params = parseParams(split.params)
-    if (!params) return this.protocolError(R.paramSyntax())
-    if (params.length > 0) return this.protocolError(R.unknownParam(params[0]!.key))
-    const path = parseMailbox(split.path, false)
-    if (path === 'address' || path === 'syntax') return this.send(R.badRecipient())
-    if (!path.ascii && !txn.sender.smtputf8) return this.send(R.needSmtputf8())
-    if (path.domain !== '' && !this.options.domains.has('*') && !this.options.domains.has(path.domain)) {
-      return this.send(R.domainNotAccepted(path.domain))
-    }
-    if (txn.recipients.length >= this.options.maxRecipients) return this.send(R.tooManyRecipients())
-    const accept = (context?: unknown, r?: Reply): void => {
-      if (this.txn !== txn) return
-      txn.recipients.push({ address: path.address, domain: path.domain, index: txn.recipients.length, context })
-      this.send(r ?? R.recipientOk(path.address))
-    }
-    if (!this.handler.recipient) return accept()
-    return this.verdict(
-      () => this.handler.recipient!({ address: path.address, domain: path.domain }, txn.sender, this.info),
-      (v) => {
-        const r = v?.reply
-        if (r === undefined || r.code < 300) accept(v?.context, r)
-        else this.send(r)
-      },
-      (v) => v?.reply,
-    )
-  }
-
-  dataCommand(args: string): void {
-    const txn = this.txn
-    if (!txn) return this.protocolError(this.lhlo === null ? R.lhloFirst() : R.needMail())
-    if (args.trim() !== '') return this.protocolError(R.noArguments())
-    if (txn.usedBdat) return this.protocolError(R.badSequence())
-    if (txn.recipients.length === 0) return this.protocolError(R.noRecipients())
-    if (txn.sender.body === 'BINARYMIME') return this.protocolError(R.binaryNeedsBdat())
-    this.send(R.startData(), false)
-    this.parser.startData()
-    this.setTimer(this.options.dataTimeoutMs)
-    this.beginMessage(txn)
-  }
-
-  bdatCommand(args: string): void {
-    const m = /^(\d{1,15})(?: +(LAST))? *$/i.exec(args)
-    if (!m) {
-      // Without a size the chunk cannot be skipped: the session would lose sync, so close it.
-      this.send(R.bdatSyntax())
-      return this.closeWith(R.closingOutOfSync(this.options.hostname))
-    }
-    const size = Number(m[1])
-    const last = m[2] !== undefined
-    const txn = this.txn
-    let rejectWith: Reply | null = null
-    if (!txn) rejectWith = this.lhlo === null ? R.lhloFirst() : R.needMail()
-    else if (txn.recipients.length === 0) rejectWith = R.noRecipients()
-    else if (txn.message && !txn.usedBdat) rejectWith = R.badSequence()
-    this.bdat = { last, size, reject: rejectWith }
-    this.parser.startBdat(size)
-    if (rejectWith) {
-      this.errors++
-      return
-    }
-    this.setTimer(this.options.dataTimeoutMs)
-    if (!txn!.message) {
-      txn!.usedBdat = true
-      this.beginMessage(txn!)
-    }
-  }
-
-  rsetCommand(args: string): void {
-    if (args.trim() !== '') return this.protocolError(R.noArguments())
-    this.resetTransaction()
-    this.xforward = {}
-    this.send(R.ok())
-    if (this.draining) this.closeWith(R.shuttingDown(this.options.hostname))
-  }
-
-  noopCommand(): void {
-    this.send(R.ok())
-  }
-
-  vrfyCommand(args: string): void {
-    if (args.trim() === '') return this.protocolError(R.vrfySyntax())
-    this.send(R.cannotVrfy())
-  }
-
-  helpCommand(): void {
-    this.send(R.help())
-  }
-
-  quitCommand(): void {
-    this.abortMessage('quit')
-    this.txn = null
-    this.send(R.bye(this.options.hostname))
+  /** Sends a last reply and ends the connection. */
+  closeWith(r: Reply): void {
+    if (this.closed) return
+    this.send(r)
     this.flush()
-    this.quitting = true
     this.endSocket()
   }
 
-  xforwardCommand(args: string): void {
-    if (this.lhlo === null) return this.protocolError(R.lhloFirst())
-    if (this.txn) return this.protocolError(R.badSequence())
-    const tokens = args.split(' ').filter((t) => t !== '')
-    if (tokens.length === 0) return this.protocolError(R.xforwardSyntax())
-    const update: XForward = {}
-    for (const t of tokens) {
-      const eq = t.indexOf('=')
-      const key = eq === -1 ? '' : t.slice(0, eq).toUpperCase()
-      if (!XFORWARD_ATTRS.has(key)) return this.protocolError(R.xforwardSyntax())
-      const decoded = decodeXtext(t.slice(eq + 1))
-      if (decoded === null) return this.protocolError(R.xforwardSyntax())
-      const value = decoded === '[UNAVAILABLE]' || decoded === '[TEMPUNAVAIL]' ? undefined : decoded.slice(0, 255)
-      update[key.toLowerCase() as keyof XForward] = value
+  /**
+   * Ends our side; a client that does not close its own within the linger time is cut off (an
+   * absolute deadline: a client that keeps sending must not hold the connection either).
+   */
+  endSocket(): void {
+    this.closed = true
+    this.parser.clear()
+    this.socket.end()
+    this.timerMs = -1
+    this.setTimer(CLOSE_LINGER_MS)
+    if (this.lingerTimer === null) {
+      const socket = this.socket
+      this.lingerTimer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS)
+      this.lingerTimer.unref()
     }
-    this.xforward = { ...this.xforward, ...update }
-    this.send(R.ok())
   }
 
-  // ---------------------------------------------------------------- message
+  /** Calls an observer; a throwing observer is logged and never disturbs the session. */
+  notify(call: () => void): void {
+    try {
+      call()
+    } catch (err) {
+      this.log.error({ err }, 'session observer failed')
+    }
+  }
 
-  private beginMessage(txn: Transaction): void {
+  /** Reports an AUTH outcome to the observer. */
+  authResult(result: AuthResult): void {
+    this.notify(() => this.observer.auth?.(result))
+  }
+
+  // ---------------------------------------------------------------- STARTTLS
+
+  /**
+   * Turns the connection into TLS (RFC 3207), after the 220 has been queued. Whatever the client
+   * sent after STARTTLS in cleartext is dropped unread (the command injection of CVE-2011-0411),
+   * and once the handshake completes the session starts over: no LHLO, XFORWARD, transaction or
+   * authentication from before survives.
+   */
+  startTls(context: SecureContext, clientCert: ClientCertMode): void {
+    this.flush()
+    const raw = this.socket
+    const dropped = this.parser.buffered + raw.readableLength
+    this.parser.discardInput()
+    this.screening = null
+    while (raw.read() !== null);
+    if (dropped > 0) this.log.warn({ octets: dropped }, 'input sent after STARTTLS in cleartext was discarded')
+    raw.removeAllListeners('data')
+    raw.removeAllListeners('end')
+    raw.removeAllListeners('timeout')
+    raw.setTimeout(0)
+    if (this.paused) {
+      this.paused = false
+      raw.resume()
+    }
+    const secure = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: context,
+      requestCert: clientCert !== 'off',
+      rejectUnauthorized: false,
+    })
+    this.socket = secure
+    this.handshaking = true
+    this.timerMs = -1
+    this.setTimer(this.options.idleTimeoutMs)
+    this.listen(secure)
+    // A failed handshake ends in 'error' then 'close'; the raw socket's own 'close' may not come.
+    secure.once('error', (err) => {
+      if (!this.handshaking) return
+      this.handshaking = false
+      this.log.info({ err: err.message }, 'TLS handshake failed')
+      this.notify(() => this.observer.starttls?.('failed'))
+      secure.destroy()
+    })
+    // once: a TLS 1.2 renegotiation must not start the session over a second time.
+    secure.once('secure', () => this.onSecure(secure, clientCert))
+  }
+
+  private onSecure(secure: TLSSocket, clientCert: ClientCertMode): void {
+    this.handshaking = false
+    if (this.closed) return
+    let clientSubject: string | null = null
+    if (clientCert !== 'off') {
+      const { verified, reason } = peerVerified(secure)
+      if (verified) clientSubject = distinguishedName(secure.getPeerCertificate().subject as unknown as Record<string, string>)
+      else if (clientCert !== 'require') this.log.debug({ reason }, 'client certificate not verified: no subject recorded')
+      else {
+        this.log.warn({ reason }, 'client certificate missing or not verified: session refused')
+        this.notify(() => this.observer.starttls?.('no-client-certificate'))
+        this.closeWith(R.clientCertificateRequired(this.options.hostname))
+        return
+      }
+    }
+    const cipher = secure.getCipher()
+    this.tls = { protocol: secure.getProtocol() ?? 'unknown', cipher: cipher.standardName ?? cipher.name, clientSubject }
+    // RFC 3207 section 4.2: discard any knowledge obtained from the client before TLS.
+    this.lhlo = null
+    this.xforward = {}
+    this.authUser = null
+    this.resetTransaction()
+    this.log.debug({ protocol: this.tls.protocol, cipher: this.tls.cipher, clientSubject }, 'TLS started')
+    this.notify(() => this.observer.starttls?.('ok'))
+    this.timerMs = -1
+    this.setTimer(this.options.idleTimeoutMs)
+    this.pump()
+  }
+
+  /** A refused command: its reply, and the connection closes once the client has made too many. */
+  protocolError(r: Reply): void {
+    this.send(r)
+    if (++this.errors >= this.options.maxErrors) this.closeWith(R.tooManyErrors(this.options.hostname))
+  }
+
+  /**
+   * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
+   * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
+   */
+  verdict<T>(
+    call: () => T | Promise<T>,
+    apply: (v: T | undefined) => void,
+    pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined,
+  ): void | Promise<void> {
+    const check = (v: T): void => {
+      const r = v === undefined || v === null ? undefined : pick(v)
+      if (r !== undefined && !isFinalReply(r)) {
+        this.log.error({ code: (r as { code?: unknown } | null)?.code }, 'handler returned an invalid reply')
+        this.send(R.localError())
+        return
+      }
+      apply(v)
+    }
+    const fail = (err: unknown): void => {
+      this.log.error({ err }, 'handler failed')
+      this.send(R.localError())
+    }
+    let result: T | Promise<T>
+    try {
+      result = call()
+    } catch (err) {
+      return fail(err)
+    }
+    if (result instanceof Promise) return result.then(check, fail)
+    check(result)
+  }
+
+  // ---------------------------------------------------------------- transaction
+
+  /** Opens a transaction (MAIL FROM accepted). */
+  openTransaction(sender: Sender): void {
+    this.txn = {
+      sender,
+      recipients: [],
+      startedAt: Date.now(),
+      id: newId(),
+      message: null,
+      pending: null,
+      size: 0,
+      failure: null,
+      settled: false,
+      usedBdat: false,
+    }
+  }
+
+  /** Drops the open transaction, if any; a message already streaming to the handler is aborted. */
+  resetTransaction(): void {
+    if (this.txn) this.abortMessage('reset')
+    this.txn = null
+  }
+
+  /** Starts streaming the message of `txn` to the handler (after 354, or at the first BDAT chunk). */
+  beginMessage(txn: Transaction): void {
     const message = new Readable({
       highWaterMark: MESSAGE_HIGH_WATER,
       read: () => {
@@ -633,7 +718,8 @@ export class LmtpSession {
     return replies
   }
 
-  private abortMessage(reason: string): void {
+  /** Fails the message stream of the open transaction (the client went away, reset, timed out). */
+  abortMessage(reason: string): void {
     const txn = this.txn
     const message = txn?.message
     if (message && !message.destroyed && !message.readableEnded) {
@@ -643,57 +729,4 @@ export class LmtpSession {
     this.readResolve = null
     resolve?.()
   }
-
-  private resetTransaction(): void {
-    if (this.txn) this.abortMessage('reset')
-    this.txn = null
-  }
-
-  /**
-   * Runs a callback that may be sync or async, checks its reply, and applies it. Anything invalid
-   * (a throw, a non-reply, a 3xx) becomes a 451 for the client and an error in the log.
-   */
-  private verdict<T>(
-    call: () => T | Promise<T>,
-    apply: (v: T | undefined) => void,
-    pick: (v: T) => Reply | undefined = (v) => v as Reply | undefined,
-  ): void | Promise<void> {
-    const check = (v: T): void => {
-      const r = v === undefined || v === null ? undefined : pick(v)
-      if (r !== undefined && !isFinalReply(r)) {
-        this.log.error({ code: (r as { code?: unknown } | null)?.code }, 'handler returned an invalid reply')
-        this.send(R.localError())
-        return
-      }
-      apply(v)
-    }
-    const fail = (err: unknown): void => {
-      this.log.error({ err }, 'handler failed')
-      this.send(R.localError())
-    }
-    let result: T | Promise<T>
-    try {
-      result = call()
-    } catch (err) {
-      return fail(err)
-    }
-    if (result instanceof Promise) return result.then(check, fail)
-    check(result)
-  }
-}
-
-const COMMANDS: Record<string, Command> = {
-  LHLO: LmtpSession.prototype.lhloCommand,
-  HELO: LmtpSession.prototype.heloCommand,
-  EHLO: LmtpSession.prototype.heloCommand,
-  MAIL: LmtpSession.prototype.mailCommand,
-  RCPT: LmtpSession.prototype.rcptCommand,
-  DATA: LmtpSession.prototype.dataCommand,
-  BDAT: LmtpSession.prototype.bdatCommand,
-  RSET: LmtpSession.prototype.rsetCommand,
-  NOOP: LmtpSession.prototype.noopCommand,
-  VRFY: LmtpSession.prototype.vrfyCommand,
-  HELP: LmtpSession.prototype.helpCommand,
-  QUIT: LmtpSession.prototype.quitCommand,
-  XFORWARD: LmtpSession.prototype.xforwardCommand,
 }

@@ -16,13 +16,36 @@ export interface XForward {
   source?: string
 }
 
+/** What STARTTLS negotiated. */
+export interface TlsInfo {
+  /** Protocol version, such as `TLSv1.3`. */
+  readonly protocol: string
+  /** Cipher suite (IANA name), such as `TLS_AES_256_GCM_SHA384`. */
+  readonly cipher: string
+  /**
+   * Subject of the client certificate (RFC 4514 form, such as `CN=mx1.example.net,O=Example`) when
+   * the client presented one that the client CA verifies; null otherwise.
+   */
+  readonly clientSubject: string | null
+}
+
 export interface SessionInfo {
   /** Short unique id of the connection, used in logs. */
   readonly id: string
+  /**
+   * Address of the client (the MTA): the peer's own address, or the one its PROXY protocol header
+   * named when the peer is a trusted proxy; `unix` on a unix socket.
+   */
   readonly remoteAddress: string
   readonly remotePort: number
+  /** Address of the peer that opened the connection (the load balancer when PROXY named another client). */
+  readonly peerAddress: string
   /** Name the client gave in LHLO. */
   readonly lhlo: string
+  /** TLS parameters once STARTTLS has completed; null in cleartext. */
+  readonly tls: TlsInfo | null
+  /** Identity that authenticated with AUTH; null when the client did not. */
+  readonly authUser: string | null
 }
 
 export type BodyType = '7BIT' | '8BITMIME' | 'BINARYMIME'

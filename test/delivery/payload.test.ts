@@ -157,7 +157,16 @@ t.test('parseHeaderFields', async (t) => {
 function expectedBody(m: ParsedMessage, env: EnvelopeInfo, rcpt: string, id: string, cap: number, raw?: Buffer): string {
   return JSON.stringify({
     id,
-    envelope: { mailFrom: env.mailFrom, rcptTo: rcpt, recipients: env.recipients, lhlo: env.lhlo, clientAddress: env.clientAddress, xforward: env.xforward },
+    envelope: {
+      mailFrom: env.mailFrom,
+      rcptTo: rcpt,
+      recipients: env.recipients,
+      lhlo: env.lhlo,
+      clientAddress: env.clientAddress,
+      xforward: env.xforward,
+      tls: env.tls ?? null,
+      authUser: env.authUser ?? null,
+    },
     message: {
       messageId: m.messageId,
       date: m.date,
@@ -262,7 +271,7 @@ t.test('many recipients: the shared parts are serialised once and spliced', asyn
 t.test('envelopeInfo from an LMTP envelope', async (t) => {
   const lmtp: Envelope = {
     id: 'tx1',
-    session: { id: 's1', remoteAddress: '10.1.2.3', remotePort: 40000, lhlo: 'mx.example.com' },
+    session: { id: 's1', remoteAddress: '10.1.2.3', remotePort: 40000, peerAddress: '10.9.9.9', lhlo: 'mx.example.com', tls: null, authUser: null },
     sender: { address: '', size: undefined, body: undefined, smtputf8: false },
     recipients: [
       { address: 'Bob@Example.com', domain: 'example.com', index: 0 },
@@ -277,8 +286,41 @@ t.test('envelopeInfo from an LMTP envelope', async (t) => {
     lhlo: 'mx.example.com',
     clientAddress: '10.1.2.3',
     xforward: null,
+    tls: null,
+    authUser: null,
   })
   t.same(envelopeInfo({ ...lmtp, xforward: { addr: '192.0.2.1', name: undefined } }).xforward, { addr: '192.0.2.1' })
+  const tls = { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', clientSubject: 'CN=mx1.example.net,O=Example' }
+  const secure = envelopeInfo({ ...lmtp, session: { ...lmtp.session, tls, authUser: 'postfix' } })
+  t.same([secure.tls, secure.authUser], [tls, 'postfix'], 'the TLS parameters and the AUTH identity of the session')
+})
+
+t.test('TLS and AUTH in the envelope: JSON body and raw headers', async (t) => {
+  const m = await parseMessage(fixture('empty-body.eml'))
+  const rcpt = { address: 'bob@example.com', webhookId: 'msg_1' }
+  const route = { format: 'json' as const, maxInlineAttachmentBytes: 0 }
+  const secure: EnvelopeInfo = {
+    ...envelope,
+    tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', clientSubject: 'CN=mx1.example.net,O=Example\\, Inc.' },
+    authUser: 'relay@example.net',
+  }
+  const body = JSON.parse(buildJsonBody(m, secure, rcpt, route).toString()) as { envelope: Record<string, unknown> }
+  t.same(body.envelope.tls, secure.tls)
+  t.equal(body.envelope.authUser, 'relay@example.net')
+  t.ok(validate(body), 'the schema accepts it')
+  const plain = JSON.parse(buildJsonBody(m, envelope, rcpt, route).toString()) as { envelope: Record<string, unknown> }
+  t.same([plain.envelope.tls, plain.envelope.authUser], [null, null], 'cleartext and no AUTH: both null (also for envelopes stored without them)')
+  t.ok(validate(plain))
+
+  const headers = rawRequestHeaders(secure, rcpt)
+  t.equal(headers['x-lmtp-tls'], 'TLSv1.3')
+  t.equal(headers['x-lmtp-tls-cipher'], 'TLS_AES_256_GCM_SHA384')
+  t.equal(decodeURIComponent(headers['x-lmtp-tls-client-subject']!), 'CN=mx1.example.net,O=Example\\, Inc.')
+  t.equal(decodeURIComponent(headers['x-lmtp-auth-user']!), 'relay@example.net')
+  const none = rawRequestHeaders({ ...secure, tls: { ...secure.tls!, clientSubject: null }, authUser: null }, rcpt)
+  t.notOk('x-lmtp-tls-client-subject' in none, 'no subject header without a verified certificate')
+  t.notOk('x-lmtp-auth-user' in none)
+  t.notOk('x-lmtp-tls' in rawRequestHeaders(envelope, rcpt), 'no TLS headers in cleartext')
 })
 
 t.test('format checks', async (t) => {

@@ -2,12 +2,17 @@
  * A real Postfix in front of the service. One message to three recipients goes in through
  * Postfix's smtpd; Postfix relays it over LMTP; each recipient's webhook answers differently, and
  * Postfix's own log shows what a mail administrator would see: one recipient sent, one deferred
- * and sent on retry once its webhook recovers, one bounced.
+ * and sent on retry once its webhook recovers, one bounced. Then Postfix over TLS with a client
+ * certificate, accepted by a service that trusts its CA and deferred by one that does not.
  */
 import t from 'tap'
 import { cleanRedis, prefix, REDIS_URL, routesFile, webhook } from '../helpers/app.js'
 import { startService } from '../helpers/process.js'
 import { freePort, postfixUnavailable, startPostfix, submit } from '../helpers/postfix.js'
+import { pki } from '../helpers/certs.js'
+import { execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 const unavailable = postfixUnavailable()
 
@@ -173,3 +178,111 @@ t.test('a service restart while Postfix waits for replies loses nothing: deferre
   const idsAfter = new Set(hook.requests.slice(recipients.length).map((r) => r.headers['webhook-id']))
   t.same([...idsAfter].sort(), [...idsBefore].sort(), 'the redelivery carries the same webhook ids, so the consumer can tell')
 })
+
+t.test(
+  'Postfix with lmtp_tls_security_level = encrypt, a client certificate and SASL AUTH: delivered over TLS; with the wrong CA, deferred',
+  { skip: unavailable ?? false },
+  async (t) => {
+    const p = prefix()
+    t.teardown(() => cleanRedis(p))
+    const certs = pki(t)
+    const serverCa = certs.ca('server-ca')
+    const serverCert = certs.leaf('lmtp', serverCa, { cn: 'lmtp.e2e.test', usage: 'server', dns: ['lmtp.e2e.test'], ip: ['127.0.0.1'] })
+    const mtaCa = certs.ca('mta-ca')
+    const mtaCert = certs.leaf('mta', mtaCa, { cn: 'mx.e2e.test', o: 'E2E MTA', usage: 'client' })
+    const otherCa = certs.ca('other-ca')
+    const hook = await webhook(t, 200)
+    const file = routesFile(t, `routes:\n  - { id: all, match: "*", url: "${hook.url}" }\n`)
+    const env = (clientCa: string): Record<string, string> => ({
+      REDIS_URL,
+      REDIS_PREFIX: p,
+      ROUTES_FILE: file,
+      LMTP_DOMAINS: 'example.com,example.net',
+      LMTP_HOSTNAME: 'lmtp.e2e.test',
+      LMTP_TLS_CERT_FILE: serverCert.cert,
+      LMTP_TLS_KEY_FILE: serverCert.key,
+      LMTP_TLS_REQUIRED: 'true',
+      LMTP_TLS_CLIENT_CA_FILE: clientCa,
+      LMTP_TLS_CLIENT_CERT: 'require',
+    })
+    // example.com goes to a service that trusts the MTA's CA, example.net to one that trusts another.
+    const trusting = await startService(t, env(mtaCa.cert))
+    const distrusting = await startService(t, env(otherCa.cert))
+    // example.org goes to one that also requires AUTH.
+    const usersFile = join(certs.dir, 'users')
+    writeFileSync(usersFile, execFileSync('htpasswd', ['-nbB', 'postfix', 'sasl-secret'], { encoding: 'utf8' }))
+    const authenticating = await startService(t, {
+      ...env(mtaCa.cert),
+      LMTP_DOMAINS: 'example.org',
+      LMTP_AUTH_USERS_FILE: usersFile,
+      LMTP_AUTH_REQUIRED: 'true',
+    })
+    const postfix = await startPostfix(t, {
+      domain: 'example.com',
+      lmtpPort: trusting.lmtpPort,
+      main: {
+        relay_domains: 'example.com, example.net, example.org',
+        transport_maps: `inline:{ example.com=lmtp:inet:127.0.0.1:${trusting.lmtpPort}, example.net=lmtp:inet:127.0.0.1:${distrusting.lmtpPort}, example.org=lmtp:inet:127.0.0.1:${authenticating.lmtpPort} }`,
+        lmtp_tls_security_level: 'encrypt',
+        lmtp_tls_cert_file: mtaCert.cert,
+        lmtp_tls_key_file: mtaCert.key,
+        lmtp_tls_loglevel: '1',
+        lmtp_sasl_auth_enable: 'yes',
+        lmtp_sasl_password_maps: 'static:postfix:sasl-secret',
+        lmtp_sasl_security_options: 'noanonymous',
+        lmtp_sasl_tls_security_options: 'noanonymous',
+      },
+    })
+    const good = await submit(postfix.smtpPort, {
+      helo: 'client.e2e.test',
+      from: 'sender@sender.e2e.test',
+      to: ['alice@example.com'],
+      message: `From: <sender@sender.e2e.test>\nSubject: tls ${p}\n\nOver TLS with a client certificate.\n`,
+    })
+    const trustingRelay = `127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${trusting.lmtpPort}`
+    const established = await postfix.waitForLog(
+      new RegExp(`postfix/lmtp\\[\\d+\\]: \\w+ TLS connection established to ${trustingRelay}: (TLSv1\\.[23]) with cipher (\\S+)`),
+    )
+    t.ok(established, `Postfix's log shows the TLS connection: ${established[0].split(': ').slice(1).join(': ')}`)
+    const sent = await postfix.waitForLog(
+      new RegExp(`postfix/lmtp\\[\\d+\\]: ${good.queueId}: to=<alice@example\\.com>, relay=${trustingRelay}, .*status=sent \\((.*)\\)$`, 'm'),
+    )
+    t.match(sent[1], /^250 2\.0\.0 <alice@example\.com> delivered$/, 'delivered')
+    t.equal(hook.requests.length, 1)
+    const payload = JSON.parse(hook.requests[0]!.body.toString()) as { envelope: { tls: { protocol: string; clientSubject: string | null } } }
+    t.equal(payload.envelope.tls.protocol, established[1], 'the payload records the TLS version Postfix negotiated')
+    t.equal(payload.envelope.tls.clientSubject, 'CN=mx.e2e.test,O=E2E MTA', "and the subject of Postfix's client certificate")
+
+    const bad = await submit(postfix.smtpPort, {
+      helo: 'client.e2e.test',
+      from: 'sender@sender.e2e.test',
+      to: ['bob@example.net'],
+      message: `From: <sender@sender.e2e.test>\nSubject: wrong CA ${p}\n\nRefused.\n`,
+    })
+    const distrustingRelay = `127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${distrusting.lmtpPort}`
+    const deferred = await postfix.waitForLog(
+      new RegExp(`postfix/lmtp\\[\\d+\\]: ${bad.queueId}: to=<bob@example\\.net>, relay=${distrustingRelay}, .*status=deferred \\((.*)\\)$`, 'm'),
+    )
+    t.match(
+      deferred[1],
+      /421 4\.7\.0 lmtp\.e2e\.test a client certificate signed by the trusted CA is required/,
+      'a certificate from another CA: deferred with our 421 4.7.0',
+    )
+    t.notMatch(postfix.log(), new RegExp(`${bad.queueId}: .*status=(sent|bounced)`), 'neither delivered nor bounced: the MTA keeps it')
+    t.equal(hook.requests.length, 1, 'nothing reached the webhook from the refused session')
+
+    const authed = await submit(postfix.smtpPort, {
+      helo: 'client.e2e.test',
+      from: 'sender@sender.e2e.test',
+      to: ['carol@example.org'],
+      message: `From: <sender@sender.e2e.test>\nSubject: sasl ${p}\n\nWith AUTH.\n`,
+    })
+    const authRelay = `127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${authenticating.lmtpPort}`
+    const authSent = await postfix.waitForLog(
+      new RegExp(`postfix/lmtp\\[\\d+\\]: ${authed.queueId}: to=<carol@example\\.org>, relay=${authRelay}, .*status=sent \\((.*)\\)$`, 'm'),
+    )
+    t.match(authSent[1], /^250 2\.0\.0 <carol@example\.org> delivered$/, 'with lmtp_sasl_auth_enable, delivered to the service that requires AUTH')
+    const last = JSON.parse(hook.requests.at(-1)!.body.toString()) as { envelope: { authUser: string | null; rcptTo: string } }
+    t.same([last.envelope.rcptTo, last.envelope.authUser], ['carol@example.org', 'postfix'], 'the payload names the SASL identity Postfix used')
+  },
+)

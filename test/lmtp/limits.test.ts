@@ -13,6 +13,7 @@ import { converse, readAll, startServer, type Received } from '../helpers/lmtp.j
 import { reply, type Reply } from '../../src/lmtp/reply.js'
 import type { Envelope, LmtpHandler } from '../../src/lmtp/types.js'
 import { isAppError } from '../../src/errors.js'
+import { Metrics } from '../../src/metrics.js'
 
 const HOST = 'lmtp.test'
 
@@ -298,8 +299,8 @@ t.test('a slow but steady data stream is not cut off by the data timeout', async
   checkTranscript(t, c.output, 'slow data')
 })
 
-t.test('a 100 MiB command line without CRLF does not grow memory, then 500 5.5.2 and the session goes on', async (t) => {
-  const { port } = await startServer(t)
+t.test('a 100 MiB command line without CRLF does not grow memory, then 500 5.5.2 and the session goes on (under LMTP_MAX_LINE_DISCARD)', async (t) => {
+  const { port } = await startServer(t, undefined, { maxLineDiscard: 200 * 1024 * 1024 })
   const c = await Client.connect(port)
   await c.send(LHLO, 1)
   const chunk = Buffer.alloc(1024 * 1024, 0x61)
@@ -325,6 +326,95 @@ t.test('a 100 MiB command line without CRLF does not grow memory, then 500 5.5.2
   t.strictSame(await c.send('\r\nNOOP\r\nQUIT\r\n', 3), ['500 5.5.2', '250 2.0.0', '221 2.0.0'])
   await c.closed
   checkTranscript(t, c.output, 'long line')
+})
+
+/** The value of a counter in a Metrics registry. */
+async function counter(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name)
+  const value = metric?.values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
+  return Number(value?.value ?? NaN)
+}
+
+t.test('a command line that never ends: past LMTP_MAX_LINE_DISCARD, 500 5.5.2 and 421 4.7.0 without waiting for an LF, counted in the metrics', async (t) => {
+  const metrics = new Metrics({ processMetrics: false })
+  const { port, server } = await startServer(t, undefined, { maxLineDiscard: 64 * 1024 }, metrics.lmtpObserver())
+  const c = await Client.connect(port)
+  await c.send(LHLO, 1)
+  const chunk = Buffer.alloc(16 * 1024, 0x61)
+  let written = 0
+  let closed = false
+  void c.closed.then(() => (closed = true))
+  // No LF is ever sent: the server must end the session on its own once the cap is passed.
+  while (!closed && written < 64 * 1024 * 1024) {
+    await c.write(chunk).catch(() => {})
+    written += chunk.length
+    await new Promise((r) => setImmediate(r))
+  }
+  t.ok(closed, `the server closed the connection with no LF sent (${written} octets written)`)
+  t.strictSame(summary(c.output), ['220', '250', '500 5.5.2', '421 4.7.0'])
+  t.match(blocks(c.output)[3]![0], /^421 4\.7\.0 lmtp\.test command line too long, closing connection$/)
+  checkTranscript(t, c.output, 'abandoned line')
+  await eventually(() => server.connections === 0)
+  t.equal(await counter(metrics, 'lmtp_webhook_lmtp_lines_abandoned_total'), 1, 'lmtp_webhook_lmtp_lines_abandoned_total counts it')
+
+  const ok = await converse(port, LHLO + 'NOOP ' + 'b'.repeat(10_000) + '\r\nNOOP\r\nQUIT\r\n')
+  t.strictSame(summary(ok).slice(1), ['250', '500 5.5.2', '250 2.0.0', '221 2.0.0'], 'a long line under the cap: 500 5.5.2, and the session goes on')
+  t.equal(await counter(metrics, 'lmtp_webhook_lmtp_lines_abandoned_total'), 1, 'and is not counted')
+})
+
+t.test('a client trickling an endless command line does not keep the connection past the idle timeout', async (t) => {
+  const idleTimeoutMs = 400
+  const { port, server } = await startServer(t, undefined, { idleTimeoutMs })
+  const c = await Client.connect(port)
+  await c.send(LHLO, 1)
+  const started = Date.now()
+  // One octet every 20 ms: never silent for long enough to hit the inactivity timer, never
+  // enough octets to reach the discard cap. Without a deadline for the line, this goes on forever.
+  let sent = 0
+  let closed = false
+  void c.closed.then(() => (closed = true))
+  while (!closed && Date.now() - started < 20 * idleTimeoutMs) {
+    await c.write(sent === 0 ? 'N' : 'x').catch(() => {})
+    sent++
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  t.ok(closed, `the server closed the connection (after ${Date.now() - started} ms, ${sent} octets)`)
+  t.strictSame(summary(c.output), ['220', '250', '421 4.4.2'], 'with the idle timeout reply')
+  checkTranscript(t, c.output, 'trickled line')
+  await eventually(() => server.connections === 0)
+  t.equal(server.connections, 0, 'the connection slot is free again')
+
+  // A command split over several writes, within the timeout, is served as usual.
+  const d = await Client.connect(port)
+  await d.write('NO')
+  await new Promise((r) => setTimeout(r, idleTimeoutMs / 4))
+  t.strictSame(await d.send('OP\r\nQUIT\r\n', 2), ['250 2.0.0', '221 2.0.0'])
+})
+
+t.test('after the server has closed its side, a client that keeps sending and never closes is cut off', async (t) => {
+  const { port, server } = await startServer(t)
+  // allowHalfOpen: this client does not close when the server does, and goes on writing.
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+  let output = ''
+  socket.setEncoding('latin1').on('data', (s: string) => (output += s))
+  socket.on('error', () => {})
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+  await once(socket, 'connect')
+  await eventually(() => output.includes('\r\n'))
+  socket.write('QUIT\r\n')
+  await eventually(() => output.includes('221 '))
+  const started = Date.now()
+  let done = false
+  void closed.then(() => (done = true))
+  // Never silent for long: an inactivity timer alone would never fire.
+  while (!done && Date.now() - started < 15_000) {
+    socket.write('x')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  t.ok(done, `the server let go of the connection (after ${Date.now() - started} ms)`)
+  t.ok(Date.now() - started < 10_000, 'within the linger time (5 s) and some slack')
+  await eventually(() => server.connections === 0)
+  t.equal(server.connections, 0)
 })
 
 t.test('graceful close', async (t) => {

@@ -4,7 +4,8 @@
  * the environment the chart sets is one src/config.ts accepts with the values it was given.
  */
 import t, { type Test } from 'tap'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
@@ -50,6 +51,14 @@ t.test('values.schema.json rejects bad values and names the field', async (t) =>
     ['route url scheme', { routes: [{ id: 'a', match: '*', url: 'ftp://h.example/x' }] }, '/routes/0/url'],
     ['CIDR list entry', { config: { delivery: { allowCidrs: ['internal network'] } } }, '/config/delivery/allowCidrs/0'],
     ['log level', { config: { logLevel: 'verbose' } }, '/config/logLevel'],
+    ['client certificate mode', { lmtpTls: { clientCa: { mode: 'optional' } } }, '/lmtpTls/clientCa/mode'],
+    ['TLS Secret name', { lmtpTls: { secretName: 'My_Secret' } }, '/lmtpTls/secretName'],
+    ['unknown key in lmtpTls', { lmtpTls: { certificate: 'x' } }, '/lmtpTls'],
+    ['AUTH failures', { lmtpAuth: { maxFailures: 0 } }, '/lmtpAuth/maxFailures'],
+    ['AUTH failure window', { lmtpAuth: { failureWindow: 'ten minutes' } }, '/lmtpAuth/failureWindow'],
+    ['allowlist entry', { config: { lmtp: { allowCidrs: ['the office'] } } }, '/config/lmtp/allowCidrs/0'],
+    ['PROXY protocol as a string', { config: { lmtp: { proxyProtocol: 'v2' } } }, '/config/lmtp/proxyProtocol'],
+    ['line discard cap', { config: { lmtp: { maxLineDiscard: 'lots' } } }, '/config/lmtp/maxLineDiscard'],
   ]
   for (const [what, override, path] of cases) {
     const errors = errorsOf(withOverrides(values, override))
@@ -268,4 +277,88 @@ t.test('overridden values reach the configuration', async (t) => {
   t.equal(config.delivery.senderCheckUrl, 'https://hooks.example.com/sender')
   t.equal(config.redis.allowAcceptWithoutAof, true)
   t.same(config.admin.tokens, ['0123456789abcdef0123', 'fedcba9876543210fedc'])
+})
+
+t.test('TLS, client CA and users Secrets are mounted as directories and reach the configuration', async (t) => {
+  const deployment = templates.find((f) => f.name === 'deployment.yaml')?.text ?? ''
+  t.notMatch(deployment, /subPath: /, 'no subPath: Kubernetes updates a mounted Secret only without it')
+  for (const [volume, path] of [
+    ['lmtp-tls', '/etc/lmtp-webhook/tls'],
+    ['lmtp-client-ca', '/etc/lmtp-webhook/client-ca'],
+    ['lmtp-auth', '/etc/lmtp-webhook/auth'],
+  ]) {
+    t.match(deployment, new RegExp(`- name: ${volume}\\n\\s+mountPath: ${path}\\n\\s+readOnly: true`), `${volume} is mounted read-only at ${path}`)
+    t.match(deployment, new RegExp(`- name: ${volume}\\n\\s+secret:`), `${volume} is a Secret volume`)
+  }
+  t.match(deployment, /- key: tls\.crt\n\s+path: tls\.crt\n\s+- key: tls\.key\n\s+path: tls\.key/, "cert-manager's tls.crt and tls.key")
+
+  const off = chartEnvironment(withOverrides(values, { adminTokens: ['0123456789abcdef0123'] })).env
+  for (const name of ['LMTP_TLS_CERT_FILE', 'LMTP_TLS_KEY_FILE', 'LMTP_TLS_CLIENT_CA_FILE', 'LMTP_TLS_CLIENT_CERT', 'LMTP_AUTH_USERS_FILE'])
+    t.notOk(name in off, `${name} is not set by default`)
+
+  const root = mkdtempSync(join(tmpdir(), 'chart-lmtp-secrets-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const openssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' })
+  for (const dir of ['tls', 'client-ca', 'auth', 'secret']) mkdirSync(join(root, dir))
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=lmtp.test',
+    '-keyout',
+    join(root, 'tls', 'tls.key'),
+    '-out',
+    join(root, 'tls', 'tls.crt'),
+  ])
+  openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=mta-ca',
+    '-keyout',
+    join(root, 'ca.key'),
+    '-out',
+    join(root, 'client-ca', 'mta-ca.pem'),
+  ])
+  writeFileSync(join(root, 'auth', 'lmtp-users'), execFileSync('htpasswd', ['-nbB', '-C', '5', 'postfix', 'secret'], { encoding: 'utf8' }))
+  const vals = withOverrides(values, {
+    adminTokens: ['0123456789abcdef0123'],
+    lmtpTls: { secretName: 'lmtp-webhook-tls', required: true, clientCa: { secretName: 'mta-ca', key: 'mta-ca.pem', mode: 'require' } },
+    lmtpAuth: { secretName: 'lmtp-users', key: 'lmtp-users', required: true, maxFailures: 3, failureWindow: '1h' },
+    config: { lmtp: { allowCidrs: ['198.51.100.0/24'], proxyProtocol: true, proxyTrustedCidrs: ['10.0.0.0/16'], maxLineDiscard: '1MiB' } },
+  })
+  t.same(errorsOf(vals), [])
+  const { env } = chartEnvironment(vals)
+  t.equal(env.LMTP_TLS_CLIENT_CA_FILE, '/etc/lmtp-webhook/client-ca/mta-ca.pem', 'the CA file is the key named in values')
+  t.equal(env.LMTP_AUTH_USERS_FILE, '/etc/lmtp-webhook/auth/lmtp-users')
+  writeFileSync(join(root, 'secret', 'admin-tokens'), '0123456789abcdef0123')
+  writeFileSync(join(root, 'secret', 'routes.yaml'), 'routes: []')
+  const mounted: Record<string, string> = { REDIS_URL: 'redis://redis:6379' }
+  for (const [name, value] of Object.entries(env)) mounted[name] = value.replace('/etc/lmtp-webhook', root)
+  const config = loadConfig(mounted)
+  t.same(config.lmtp.tls, {
+    certFile: join(root, 'tls', 'tls.crt'),
+    keyFile: join(root, 'tls', 'tls.key'),
+    clientCaFile: join(root, 'client-ca', 'mta-ca.pem'),
+    clientCert: 'require',
+    required: true,
+  })
+  t.same(config.lmtp.auth, { usersFile: join(root, 'auth', 'lmtp-users'), required: true, maxFailures: 3, failureWindowMs: 3_600_000 })
+  t.same(config.lmtp.allowCidrs, ['198.51.100.0/24'])
+  t.same(config.lmtp.proxy, { trustedCidrs: ['10.0.0.0/16'] })
+  t.equal(config.lmtp.maxLineDiscard, 1024 * 1024)
 })

@@ -204,14 +204,22 @@ function applyFunction(stage: string, input: unknown): unknown {
   }
 }
 
-function evaluatePipeline(expression: string, values: Values): string {
+function evaluatePipeline(expression: string, values: Values, mustQuote = true): string {
   const [head, ...stages] = expression.split('|')
   const m = /^\s*\.Values\.([\w.]+)\s*$/.exec(head ?? '')
   if (!m) throw new Error(`unsupported template expression ${JSON.stringify(expression)}`)
   let value = valueAt(values, m[1] ?? '')
   for (const stage of stages) value = applyFunction(stage, value)
-  if (typeof value !== 'string') throw new Error(`${expression} does not end in a string (add | quote)`)
-  return value
+  if (typeof value !== 'string' && mustQuote) throw new Error(`${expression} does not end in a string (add | quote)`)
+  return String(value)
+}
+
+/** Truthiness as Go templates judge it: false, 0, "", nil and empty lists and maps are false. */
+function truthy(value: unknown): boolean {
+  if (value === null || value === undefined || value === false || value === 0 || value === '') return false
+  if (Array.isArray(value)) return value.length > 0
+  if (isMap(value)) return Object.keys(value).length > 0
+  return true
 }
 
 export interface ChartEnvironment {
@@ -224,7 +232,8 @@ export interface ChartEnvironment {
 /**
  * The container environment the chart sets for `values`, read from templates/configmap.yaml
  * (each data line `NAME: {{ .Values.path | fn ... }}`) and the `env:` list of
- * templates/deployment.yaml. Throws on any line it cannot evaluate.
+ * templates/deployment.yaml (with its `{{- if .Values.path }}` blocks). Throws on any line it
+ * cannot evaluate.
  */
 export function chartEnvironment(values: Values): ChartEnvironment {
   const env: Record<string, string> = {}
@@ -242,15 +251,50 @@ export function chartEnvironment(values: Values): ChartEnvironment {
   const deployment = readFileSync(join(CHART, 'templates', 'deployment.yaml'), 'utf8')
   const block = /^( +)env:\n((?:\1 .*\n)+)/m.exec(deployment)
   if (!block) throw new Error('deployment.yaml has no env: list')
-  const entries = (block[2] ?? '').split(/^\s*- name: /m).slice(1)
-  for (const entry of entries) {
-    const [name, ...rest] = entry.split('\n')
-    const body = rest.join('\n')
+  // Entries may sit inside `{{- if .Values.path }}` ... `{{- end }}`: kept when the value is truthy
+  // as Go templates judge it. Values may hold `{{ .Values.path }}` expressions.
+  const conditions: boolean[] = []
+  let entry: { name: string; body: string[]; active: boolean } | null = null
+  const flush = (): void => {
+    if (entry === null || !entry.active) return void (entry = null)
+    const body = entry.body.join('\n')
     const literal = /^\s*value: (.*)$/m.exec(body)
-    if (literal) env[(name ?? '').trim()] = parseYaml(literal[1] ?? '') as string
-    else if (/^\s*valueFrom:/m.test(body)) fromSecret.push((name ?? '').trim())
-    else throw new Error(`deployment.yaml: env ${name} has neither value nor valueFrom`)
+    if (literal) {
+      const text = (literal[1] ?? '').replace(/\{\{-? (.+?) -?\}\}/g, (_, expression: string) => evaluatePipeline(expression, values, false))
+      env[entry.name] = parseYaml(text) as string
+    } else if (/^\s*valueFrom:/m.test(body)) fromSecret.push(entry.name)
+    else throw new Error(`deployment.yaml: env ${entry.name} has neither value nor valueFrom`)
+    entry = null
   }
+  for (const line of (block[2] ?? '').split('\n')) {
+    const text = line.trim()
+    if (text === '' || text.startsWith('#')) continue
+    const condition = /^\{\{-? (if|with) \.Values\.([\w.]+) -?\}\}$/.exec(text)
+    if (condition) {
+      flush()
+      const value = valueAt(values, condition[2] ?? '')
+      if (condition[1] === 'with' && truthy(value)) throw new Error(`deployment.yaml: cannot evaluate the env entries of a non-empty ${text}`)
+      conditions.push(truthy(value))
+      continue
+    }
+    if (/^\{\{-? end -?\}\}$/.test(text)) {
+      flush()
+      conditions.pop()
+      continue
+    }
+    const name = /^- name: (\S+)$/.exec(text)
+    if (name) {
+      flush()
+      entry = { name: name[1] ?? '', body: [], active: conditions.every(Boolean) }
+      continue
+    }
+    if (/^\{\{/.test(text)) {
+      if (conditions.every(Boolean)) throw new Error(`deployment.yaml: cannot evaluate ${JSON.stringify(text)} in the env list`)
+      continue
+    }
+    entry?.body.push(line)
+  }
+  flush()
   return { env, fromSecret }
 }
 
