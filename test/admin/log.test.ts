@@ -14,6 +14,8 @@ function attempt(jobId: string, over: Partial<AttemptRecord> = {}): AttemptRecor
     rcpt: `${jobId}@example.com`,
     route: 'r1',
     mode: 'accept',
+    sender: 'sender@x.test',
+    messageId: `<${jobId}@x.test>`,
     attempt: 1,
     status: 200,
     error: undefined,
