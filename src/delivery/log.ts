@@ -239,8 +239,9 @@ export class DeliveryLog {
       'messageId',
       truncateUtf8(r.messageId ?? '', 512),
     ]
-    // A delivery is never shown dead without its reason (the queue's failure event comes later).
-    if (state === 'dead') fields.push('reason', failureReason(r.status, r.error))
+    // A delivery is never shown dead without its reason (the queue's failure event comes later),
+    // and a replayed one that got through no longer shows why it had died.
+    fields.push('reason', state === 'dead' ? failureReason(r.status, r.error) : '')
     return this.write(r.jobId, now, JSON.stringify(attempt), fields)
   }
 

@@ -59,6 +59,9 @@ t.test('states follow the attempts: retrying, then dead or delivered', async (t)
     ],
   )
 
+  await log.record(attempt('a', { attempt: 1, status: 200, outcome: 'delivered', final: true }))
+  t.match(await log.get('a'), { state: 'delivered', reason: null, attempts: 3 }, 'a replay that got through no longer shows why it had died')
+
   await log.record(attempt('d', { mode: 'defer', status: 500, outcome: 'temporary', final: true }))
   t.equal((await log.get('d'))!.state, 'deferred')
   await log.record(attempt('r', { mode: 'defer', status: 404, outcome: 'rejected', reply: '550 5.1.1' }))
