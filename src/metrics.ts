@@ -148,7 +148,7 @@ export class Metrics {
 
   readonly waits = new Counter({
     name: `${METRIC_PREFIX}route_waits_total`,
-    help: 'Deliveries that could not be attempted when their turn came, by route and reason: busy (concurrency), rate, probing (half-open), paused, open (circuit).',
+    help: 'Times a delivery could not be attempted when its turn came, by route and reason: busy (concurrency), rate, probing (half-open), paused, open (circuit).',
     labelNames: ['route', 'reason'] as const,
     registers: [this.registry],
   })
