@@ -1,7 +1,8 @@
 import t from 'tap'
 import { Webhook } from 'standardwebhooks'
 import { converse } from '../helpers/lmtp.js'
-import { routesFile, webhook, type Hook } from '../helpers/app.js'
+import { Redis } from 'ioredis'
+import { REDIS_URL, routesFile, webhook, type Hook } from '../helpers/app.js'
 import { until } from '../admin/helpers.js'
 import { afterData, countingHook, message, rcptReply, twoReplicas } from '../helpers/replicas.js'
 
@@ -159,5 +160,37 @@ t.test('pause on one replica is seen by the other within a second; accept-mode j
   t.match(
     events(sink).find((e) => e.type === 'route.paused' && e.data.route === 'd'),
     { data: { reason: 'maintenance' } },
+  )
+})
+
+t.test('half-open: one delivery probes while the others wait for it; a failed probe opens the circuit again', async (t) => {
+  const hook = await countingHook(t, 503, 300)
+  const file = routesFile(t, `routes:\n  - { id: probe, match: "*@example.com", url: "${hook.url}", circuitBreaker: { failures: 2, coolDown: 1s } }\n`)
+  const [a, b] = await twoReplicas(t, { ROUTES_FILE: file, REPLY_TIMEOUT: '3s' })
+  for (const r of ['f1@example.com', 'f2@example.com']) await converse(a.lmtpPort!, message([r]))
+  await until('the circuit to open', () => b.app.state.get('probe').circuit === 'open')
+  await until('the cool-down to end', async () => (await rcptReply(b.lmtpPort!, 'x@example.com')).startsWith('250'), 5000)
+  // Three sessions on two replicas reach the data in the half-open state at about the same time.
+  const outputs = await Promise.all([
+    converse(a.lmtpPort!, message(['p1@example.com'])),
+    converse(b.lmtpPort!, message(['p2@example.com'])),
+    converse(b.lmtpPort!, message(['p3@example.com'])),
+  ])
+  const replies = outputs.flatMap(afterData).sort()
+  t.equal(hook.requests.length, 3, 'one probe reached the webhook, not three')
+  t.equal(replies.filter((r) => r.startsWith('451 4.3.0')).length, 1, 'the probe got the webhook failure')
+  t.equal(replies.filter((r) => r.startsWith('451 4.3.2')).length, 2, 'the others waited for it, then heard the circuit is open')
+  await until('both replicas to see it open again', () => a.app.state.get('probe').circuit === 'open' && b.app.state.get('probe').circuit === 'open')
+  t.match(await rcptReply(a.lmtpPort!, 'y@example.com'), /^451 4\.3\.2 /)
+
+  // Every key of the route state carries the route's hash tag (one cluster slot per script).
+  const redis = new Redis(REDIS_URL)
+  t.teardown(() => redis.quit())
+  const keys = await redis.keys(`${a.prefix}:route-state:*`)
+  t.ok(keys.length > 0)
+  t.same(
+    keys.filter((k) => !k.startsWith(`${a.prefix}:route-state:{probe}`)),
+    [],
+    'under the prefix, with the route id as hash tag',
   )
 })
