@@ -56,6 +56,8 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 COPY --from=build /app/dist ./dist
 # The webhook payload's JSON Schema, served by the admin API beside the OpenAPI document.
 COPY openapi ./openapi
+# The operator dashboard (GET /ui): static files, served as they are.
+COPY ui ./ui
 
 USER 10001:10001
 # The only writable place the service needs (mount an emptyDir/tmpfs here with a read-only root).

@@ -12,6 +12,19 @@ export default tseslint.config(
     },
   },
   {
+    // the dashboard: plain browser JavaScript served as it is
+    files: ['ui/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        ['document', 'sessionStorage', 'fetch', 'URL', 'URLSearchParams', 'FormData', 'Node', 'prompt', 'confirm', 'setTimeout', 'clearTimeout'].map((name) => [
+          name,
+          'readonly',
+        ]),
+      ),
+    },
+  },
+  {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },

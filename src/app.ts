@@ -24,6 +24,9 @@ import { buildAdminServer, type AdminServer } from './admin/server.js'
 import { DeliveryLog } from './delivery/log.js'
 import { Metrics } from './metrics.js'
 import { coalesceWrites } from './coalesce.js'
+import { RouteState } from './routing/state.js'
+import { DeliveryGate } from './delivery/limits.js'
+import { OperationalEvents } from './delivery/events.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -46,6 +49,9 @@ export interface App {
   readonly durability: Durability
   readonly deliveries: DeliveryLog
   readonly metrics: Metrics
+  /** Pause flags and circuit state of the routes (shared through Redis). */
+  readonly state: RouteState
+  readonly events: OperationalEvents
   /** The admin server once started (null when ADMIN_PORT=off). */
   readonly admin: AdminServer | null
   /** True from start() until close() begins. */
@@ -168,11 +174,55 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       onError: () => metrics.redisError(),
     })
 
+    // Route protection: pause, circuit breaker, limits (routing/state.ts, delivery/limits.ts), and
+    // the operational events they and the dead letters emit (delivery/events.ts).
+    const state = await RouteState.open({
+      redis,
+      prefix: config.redis.prefix,
+      log: log.child({ part: 'route-state' }),
+      routeIds: () => routes.list().map((r) => r.id),
+    })
+    closers.push(() => state.close())
+    routes.onChange(() => void state.reload().catch((err: unknown) => log.warn({ err }, 'could not load the state of changed routes')))
+    const events = new OperationalEvents(queueRedis, config.redis.prefix, {
+      url: config.events.url,
+      secret: config.events.secret,
+      client,
+      timeoutMs: config.delivery.webhookTimeoutMs,
+      log: log.child({ part: 'events' }),
+    })
+    closers.push(() => events.close())
+    metrics.trackRoutes(() => routes.list().map((r) => ({ id: r.id, breaker: r.circuitBreaker !== null, condition: state.get(r.id) })))
+
     let worker: Worker<DeliveryJobData, DeliveryJobReturn> | null = null
     const abortJobs = new AbortController()
     // One listener per attempt in flight (up to WORKER_CONCURRENCY), not a leak.
     setMaxListeners(0, abortJobs.signal)
     if (hasWorker) {
+      const gate = new DeliveryGate({
+        redis,
+        state,
+        log: log.child({ part: 'limits' }),
+        defaultTimeoutMs: config.delivery.webhookTimeoutMs,
+        observer: {
+          transition: (route, transition, at) => {
+            if (transition === 'opened') {
+              const breaker = route.circuitBreaker
+              void events.emit(
+                'route.circuit_opened',
+                { route: route.id, failures: breaker?.failures, coolDownMs: breaker?.coolDownMs },
+                `${route.id}:${at}`,
+                at,
+              )
+            } else if (transition === 'closed') {
+              void events.emit('route.circuit_closed', { route: route.id }, `${route.id}:${at}`, at)
+              state.releaseHeld(route.id, queue)
+            }
+          },
+          waited: (route, reason) => metrics.waited(route.id, reason),
+        },
+      })
+      closers.push(() => gate.close())
       const processor = createProcessor({
         routes,
         store,
@@ -186,6 +236,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           hooks.attempt?.(record)
         },
         signal: abortJobs.signal,
+        gate,
       })
       worker = createWorker(
         workerRedis,
@@ -200,13 +251,27 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         if (!job?.id || !job.finishedOn || job.opts.removeOnFail !== false) return
         const d = job.data
         void deliveries.setState({ id: job.id, txn: d.txn, rcpt: d.rcpt, route: d.route, mode: d.mode }, 'dead', err.message)
+        void events.emit(
+          'delivery.dead',
+          { delivery: job.id, route: d.route, recipient: d.rcpt, txn: d.txn, attempts: job.attemptsMade, reason: err.message },
+          `${job.id}:${job.finishedOn}`,
+          job.finishedOn,
+        )
       })
+      events.startWorker(workerRedis)
     }
 
     let lmtp: LmtpServer | null = null
     if (hasListener) {
       const pipeline = new DeliveryPipeline(
-        routes,
+        {
+          lookup: (address) => routes.lookup(address),
+          refusal: (route, rcpt) => {
+            const refused = state.refusal(route, rcpt)
+            if (refused) metrics.refused(route.id, state.get(route.id).paused ? 'paused' : 'circuit_open')
+            return refused
+          },
+        },
         queue,
         queueRedis,
         store,
@@ -234,6 +299,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       durability,
       deliveries,
       metrics,
+      state,
+      events,
       get admin() {
         return admin
       },
@@ -260,6 +327,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             messages: store,
             client,
             metrics,
+            state,
+            events,
             health: {
               ready: () => ready,
               redis: () => redis.status === 'ready',

@@ -5,7 +5,8 @@
 import { hostname } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
-import { AppError } from './errors.js'
+import { AppError, isAppError } from './errors.js'
+import { parseSecret } from './delivery/signing.js'
 import { readTlsFiles, TlsFileError, type ClientCertMode } from './lmtp/tls.js'
 import { readUsersFile } from './lmtp/auth.js'
 
@@ -75,6 +76,13 @@ export interface Config {
     readonly port: number | null
     readonly tokens: readonly string[]
     readonly allowNoAuth: boolean
+  }
+  /** Operational events (circuit opened/closed, route paused/resumed, dead letters). */
+  readonly events: {
+    /** EVENTS_URL; null: no events are sent. */
+    readonly url: string | null
+    /** EVENTS_SECRET: Standard Webhooks signing secret of the events; null: unsigned. */
+    readonly secret: string | null
   }
 }
 
@@ -200,6 +208,18 @@ function url(env: Env, name: string): string | null {
     fail(name, 'an http(s) URL', raw)
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') fail(name, 'an http(s) URL', raw)
+  return raw
+}
+
+function secret(env: Env, name: string): string | null {
+  const raw = optional(env, name)
+  if (raw === null) return null
+  try {
+    parseSecret(raw, name)
+  } catch (err) {
+    if (!isAppError(err)) throw err
+    fail(name, 'a secret "whsec_" followed by base64 of 24 to 64 random bytes', '<redacted>')
+  }
   return raw
 }
 
@@ -358,6 +378,10 @@ export function loadConfig(env: Env): Config {
       port: adminPort,
       tokens,
       allowNoAuth,
+    },
+    events: {
+      url: url(env, 'EVENTS_URL'),
+      secret: secret(env, 'EVENTS_SECRET'),
     },
   }
   return deepFreeze(config)

@@ -1,8 +1,10 @@
 /**
  * Prometheus metrics. One registry per app (two apps in one process, as in tests, do not share
  * counters). Metrics are fed through the observers and hooks the parts already expose
- * (ServerObserver, PipelineObserver, the worker's onAttempt) and the Redis clients' error events;
- * queue depth is read from BullMQ on each scrape.
+ * (ServerObserver, PipelineObserver, the worker's onAttempt, the delivery gate) and the Redis
+ * clients' error events; queue depth is read from BullMQ and route health from the in-memory
+ * route state on each scrape. The default process metrics keep their standard names
+ * (`process_*`, `nodejs_*`), which the usual Node.js dashboards expect.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Queue } from 'bullmq'
@@ -11,8 +13,18 @@ import type { Envelope } from './lmtp/types.js'
 import type { Reply } from './lmtp/reply.js'
 import type { PipelineObserver } from './delivery/pipeline.js'
 import type { AttemptRecord } from './delivery/worker.js'
+import type { RouteCondition } from './routing/state.js'
 
 export const METRIC_PREFIX = 'lmtp_webhook_'
+
+/** A route as the route health gauges see it. */
+export interface RouteHealthSample {
+  readonly id: string
+  readonly breaker: boolean
+  readonly condition: RouteCondition
+}
+
+const CIRCUIT_STATES = ['closed', 'open', 'half-open'] as const
 
 /** The job states reported by the queue depth gauge. */
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children'] as const
@@ -25,6 +37,7 @@ export function statusClass(code: number | undefined): string {
 export class Metrics {
   readonly registry = new Registry()
   private queue: Pick<Queue, 'getJobCounts'> | null = null
+  private routes: (() => readonly RouteHealthSample[]) | null = null
 
   readonly connections = new Counter({
     name: `${METRIC_PREFIX}lmtp_connections_total`,
@@ -74,8 +87,8 @@ export class Metrics {
 
   readonly recipientReplies = new Counter({
     name: `${METRIC_PREFIX}lmtp_recipient_replies_total`,
-    help: 'Final replies sent to the MTA for recipients after the data, by reply class (2xx, 4xx, 5xx).',
-    labelNames: ['class'] as const,
+    help: 'Final replies sent to the MTA for recipients after the data, by route and reply class (2xx, 4xx, 5xx).',
+    labelNames: ['route', 'class'] as const,
     registers: [this.registry],
   })
 
@@ -88,15 +101,15 @@ export class Metrics {
 
   readonly attempts = new Counter({
     name: `${METRIC_PREFIX}webhook_attempts_total`,
-    help: 'Webhook delivery attempts by HTTP status class (error: no status) and outcome.',
-    labelNames: ['status_class', 'outcome'] as const,
+    help: 'Webhook delivery attempts by route, HTTP status class (error: no status) and outcome.',
+    labelNames: ['route', 'status_class', 'outcome'] as const,
     registers: [this.registry],
   })
 
   readonly attemptSeconds = new Histogram({
     name: `${METRIC_PREFIX}webhook_attempt_duration_seconds`,
-    help: 'Duration of webhook delivery attempts, by HTTP status class.',
-    labelNames: ['status_class'] as const,
+    help: 'Duration of webhook delivery attempts, by route and HTTP status class.',
+    labelNames: ['route', 'status_class'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   })
@@ -127,16 +140,65 @@ export class Metrics {
     },
   })
 
+  readonly circuitState = new Gauge({
+    name: `${METRIC_PREFIX}route_circuit_state`,
+    help: 'Circuit breaker state of each route: 1 for the state it is in (closed, open, half-open), 0 for the others. Routes without a breaker are always closed.',
+    labelNames: ['route', 'state'] as const,
+    registers: [this.registry],
+    collect: () => this.collectCircuits(),
+  })
+
+  readonly paused = new Gauge({
+    name: `${METRIC_PREFIX}route_paused`,
+    help: 'Routes paused by an operator (1) or not (0).',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.paused.reset()
+      for (const r of this.routes?.() ?? []) this.paused.set({ route: r.id }, r.condition.paused ? 1 : 0)
+    },
+  })
+
+  readonly refusals = new Counter({
+    name: `${METRIC_PREFIX}route_rcpt_refusals_total`,
+    help: 'Recipients refused at RCPT with 451 4.3.2 because their defer-mode route is paused or its circuit is open.',
+    labelNames: ['route', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly waits = new Counter({
+    name: `${METRIC_PREFIX}route_waits_total`,
+    help: 'Times a delivery could not be attempted when its turn came, by route and reason: busy (concurrency), rate, probing (half-open), paused, open (circuit).',
+    labelNames: ['route', 'reason'] as const,
+    registers: [this.registry],
+  })
+
   constructor(options: { processMetrics?: boolean } = {}) {
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX })
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry })
     for (const event of ['open', 'close', 'refused', 'denied']) this.connections.inc({ event }, 0)
     this.linesAbandoned.inc(0)
     for (const result of ['ok', 'failed', 'no_client_certificate']) this.starttls.inc({ result }, 0)
     for (const result of ['ok', 'failed', 'limited']) this.auth.inc({ result }, 0)
-    for (const c of ['2xx', '4xx', '5xx']) this.recipientReplies.inc({ class: c }, 0)
     for (const mode of ['defer', 'accept']) this.replyTimeouts.inc({ mode }, 0)
     this.redisErrors.inc(0)
     this.transactions.inc(0)
+  }
+
+  /** Reads route health from this source on each scrape. */
+  trackRoutes(routes: () => readonly RouteHealthSample[]): void {
+    this.routes = routes
+  }
+
+  private collectCircuits(): void {
+    if (!this.routes) return
+    this.circuitState.reset()
+    const now = Date.now()
+    for (const r of this.routes()) {
+      const c = r.condition
+      // An open circuit whose cool-down is over lets the next delivery probe: half-open.
+      const current = !r.breaker ? 'closed' : c.circuit === 'open' && now >= c.openUntil ? 'half-open' : c.circuit
+      for (const state of CIRCUIT_STATES) this.circuitState.set({ route: r.id, state }, state === current ? 1 : 0)
+    }
   }
 
   /** Reads queue depth from this queue on each scrape. */
@@ -156,7 +218,10 @@ export class Metrics {
       transaction: (envelope: Envelope, replies: readonly Reply[], size: number) => {
         this.transactions.inc()
         this.messageBytes.observe(size)
-        for (const r of replies) this.recipientReplies.inc({ class: statusClass(r.code) })
+        replies.forEach((r, i) => {
+          const route = (envelope.recipients[i]?.context as { id?: unknown } | undefined)?.id
+          this.recipientReplies.inc({ route: typeof route === 'string' ? route : '', class: statusClass(r.code) })
+        })
         next.transaction?.(envelope, replies, size)
       },
       lineAbandoned: () => {
@@ -186,8 +251,16 @@ export class Metrics {
 
   attempt(record: AttemptRecord): void {
     const statusLabel = statusClass(record.status)
-    this.attempts.inc({ status_class: statusLabel, outcome: record.outcome })
-    this.attemptSeconds.observe({ status_class: statusLabel }, record.durationMs / 1000)
+    this.attempts.inc({ route: record.route, status_class: statusLabel, outcome: record.outcome })
+    this.attemptSeconds.observe({ route: record.route, status_class: statusLabel }, record.durationMs / 1000)
+  }
+
+  refused(route: string, reason: 'paused' | 'circuit_open'): void {
+    this.refusals.inc({ route, reason })
+  }
+
+  waited(route: string, reason: string): void {
+    this.waits.inc({ route, reason })
   }
 
   redisError(): void {

@@ -11,6 +11,8 @@ import type { DeliveryLog } from '../delivery/log.js'
 import type { TransactionStore } from '../delivery/messages.js'
 import type { WebhookClient } from '../delivery/http.js'
 import type { Metrics } from '../metrics.js'
+import type { RouteState } from '../routing/state.js'
+import type { OperationalEvents } from '../delivery/events.js'
 
 export interface AdminContext {
   readonly config: Config
@@ -25,6 +27,9 @@ export interface AdminContext {
   /** The client real deliveries use (for POST /v1/routes/{id}/test). */
   readonly client: WebhookClient
   readonly metrics: Metrics
+  /** Pause flags, circuit state and statistics of the routes. */
+  readonly state: RouteState
+  readonly events: OperationalEvents
   readonly health: {
     /** Started and not shutting down. */
     ready(): boolean

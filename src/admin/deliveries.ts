@@ -1,16 +1,30 @@
 /**
- * /v1/deliveries: the delivery log, and replay or removal of dead letters.
+ * /v1/deliveries: the delivery log, and replay or removal of dead letters, one at a time or by
+ * filter (bulk.ts).
  *
  * A delivery is one recipient of one message through one route; its id is the job id: the
  * webhook-id the webhook saw in accept mode, `<webhook-id>.<transaction id>` in defer mode. Dead letters (accept mode, out of attempts or rejected after the
  * MTA was told "queued") are failed BullMQ jobs kept until an operator retries or deletes them.
  */
 import type { Job } from 'bullmq'
+import type { Static } from 'typebox'
 import type { DeliveryJobData, DeliveryJobReturn } from '../delivery/queue.js'
 import { decodeCursor, type Delivery, type DeliveryState } from '../delivery/log.js'
 import type { AdminContext, AdminFastify } from './context.js'
 import { adminError } from './errors.js'
-import { DeliveryDetailSchema, DeliveryIdParams, DeliveryListQuery, DeliveryListSchema, RetryResultSchema, errors, ref } from './schemas.js'
+import {
+  BulkDeleteResultSchema,
+  BulkFilterSchema,
+  BulkRetryResultSchema,
+  DeliveryDetailSchema,
+  DeliveryIdParams,
+  DeliveryListQuery,
+  DeliveryListSchema,
+  RetryResultSchema,
+  errors,
+  ref,
+} from './schemas.js'
+import { bulkDelete, bulkRetry, decodeBulkCursor, replay, type BulkFilter } from './bulk.js'
 
 const TAGS = ['deliveries']
 
@@ -29,6 +43,8 @@ function fromJob(job: Job<DeliveryJobData, DeliveryJobReturn>, state: string): D
     route: job.data.route,
     txn: job.data.txn,
     mode: job.data.mode,
+    sender: null,
+    messageId: null,
     state: stateOfJob(state),
     attempts: job.attemptsMade,
     createdAt: iso(job.timestamp),
@@ -40,8 +56,31 @@ function fromJob(job: Job<DeliveryJobData, DeliveryJobReturn>, state: string): D
   }
 }
 
+const invalid = (part: 'query' | 'body', field: string, expected: string) =>
+  adminError('ADMIN_ERR_VALIDATION', `${field}: expected ${expected}`, { part, problems: [`${field}: expected ${expected}`] })
+
+/** An RFC 3339 time of a filter, in epoch ms. */
+function time(part: 'query' | 'body', field: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  const ms = Date.parse(value)
+  if (Number.isNaN(ms)) throw invalid(part, field, 'an RFC 3339 time such as 2024-05-01T12:00:00Z')
+  return ms
+}
+
+/** since ≤ until, when both are given. */
+function window(part: 'query' | 'body', since: number | undefined, until: number | undefined): void {
+  if (since !== undefined && until !== undefined && since > until) throw invalid(part, 'until', 'a time at or after since')
+}
+
 export function deliveriesApi(ctx: AdminContext) {
   const notFound = (id: string) => adminError('ADMIN_ERR_NOT_FOUND', `delivery "${id}" not found`, { id })
+  const bulkFilter = (body: Static<typeof BulkFilterSchema>): BulkFilter => {
+    if (body.cursor !== undefined && decodeBulkCursor(body.cursor) === null) throw invalid('body', 'cursor', 'the nextCursor of a previous call')
+    const since = time('body', 'since', body.since)
+    const until = time('body', 'until', body.until)
+    window('body', since, until)
+    return { route: body.route, state: body.state ?? 'dead', recipient: body.recipient, since, until, limit: body.limit ?? 100, cursor: body.cursor }
+  }
 
   return async (app: AdminFastify): Promise<void> => {
     app.get(
@@ -64,7 +103,21 @@ export function deliveriesApi(ctx: AdminContext) {
             problems: ['cursor: expected the nextCursor of a previous page'],
           })
         }
-        return ctx.deliveries.list({ recipient: q.recipient, route: q.route, state: q.state, limit: q.limit ?? 50, cursor: q.cursor })
+        const since = time('query', 'since', q.since)
+        const until = time('query', 'until', q.until)
+        window('query', since, until)
+        return ctx.deliveries.list({
+          recipient: q.recipient,
+          route: q.route,
+          state: q.state,
+          since,
+          until,
+          sender: q.sender === '<>' ? '' : q.sender,
+          messageId: q.messageId,
+          txn: q.txn,
+          limit: q.limit ?? 50,
+          cursor: q.cursor,
+        })
       },
     )
 
@@ -105,31 +158,39 @@ export function deliveriesApi(ctx: AdminContext) {
         const id = req.params.id
         const job = await ctx.queue.getJob(id)
         if (!job) throw notFound(id)
-        const state = await job.getState()
-        if (state !== 'failed') throw adminError('ADMIN_ERR_NOT_DEAD', `delivery "${id}" is not dead-lettered (its job is ${state})`, { id, state })
-        if (!ctx.routes.get(job.data.route)) {
-          throw adminError('ADMIN_ERR_CONFLICT', `delivery "${id}": its route "${job.data.route}" no longer exists; create it again to replay`, {
-            id,
-            route: job.data.route,
-          })
-        }
-        if (!(await ctx.messages.touch(job.data.txn, ctx.config.delivery.messageTtlMs))) {
-          throw adminError('ADMIN_ERR_MESSAGE_GONE', `delivery "${id}": its stored message has expired (MESSAGE_TTL) or was removed; it cannot be replayed`, {
-            id,
-            txn: job.data.txn,
-          })
-        }
-        const ref = { id, txn: job.data.txn, rcpt: job.data.rcpt, route: job.data.route, mode: job.data.mode }
-        // Logged first, so an attempt that follows at once is not overwritten by this state.
-        await ctx.deliveries.setState(ref, 'retrying')
-        try {
-          await job.retry('failed', { resetAttemptsMade: true })
-        } catch (err) {
-          await ctx.deliveries.setState(ref, 'dead')
-          throw err
-        }
+        await replay(ctx, job)
         return res.code(202).send({ id, state: 'retrying' as const })
       },
+    )
+
+    app.post(
+      '/v1/deliveries/retry',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Replay deliveries by filter',
+          description:
+            "state dead (the default): replays every matching dead letter with its route's full retry schedule, as POST /v1/deliveries/{id}/retry does. state retrying: attempts the matching accept-mode deliveries that wait for their next retry now. Filters combine. One call examines at most 1000 queued deliveries and acts on at most `limit`; follow nextCursor until it is null. Safe to repeat: what was replayed is no longer dead.",
+          body: BulkFilterSchema,
+          response: { 200: ref(BulkRetryResultSchema), ...errors(400, 401, 413, 415) },
+        },
+      },
+      async (req) => bulkRetry(ctx, bulkFilter(req.body)),
+    )
+
+    app.post(
+      '/v1/deliveries/delete',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Delete deliveries by filter',
+          description:
+            'Removes the matching dead letters (state dead, the default) or waiting deliveries (state retrying) from the queue, with their log records: they are never attempted again. Bounded and cursor-based like POST /v1/deliveries/retry.',
+          body: BulkFilterSchema,
+          response: { 200: ref(BulkDeleteResultSchema), ...errors(400, 401, 413, 415) },
+        },
+      },
+      async (req) => bulkDelete(ctx, bulkFilter(req.body)),
     )
 
     app.delete(

@@ -69,11 +69,13 @@ export const OPENAPI_OPTIONS: FastifyDynamicSwaggerOptions = {
   refResolver: {
     buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
   },
-  // The test delivery's body is optional (an absent body is `{}`); the plugin marks every body required.
+  // The bodies of the test delivery and of a pause are optional (an absent body is `{}`); the plugin marks every body required.
   transformObject: (documentObject) => {
     const document = (documentObject as { openapiObject: { paths?: Record<string, Record<string, { requestBody?: { required?: boolean } }>> } }).openapiObject
-    const body = document.paths?.['/v1/routes/{id}/test']?.post?.requestBody
-    if (body) body.required = false
+    for (const path of ['/v1/routes/{id}/test', '/v1/routes/{id}/pause']) {
+      const body = document.paths?.[path]?.post?.requestBody
+      if (body) body.required = false
+    }
     return document as never
   },
   transform: ({ schema, url }) => {

@@ -1,5 +1,7 @@
 /**
- * /v1/routes: list, read, create, replace and delete routes, and send a test delivery.
+ * /v1/routes: list, read, create, replace and delete routes, send a test delivery, and pause or
+ * resume a route. Every route view carries its health (pause, circuit, last attempt, last hour),
+ * read from Redis so every replica answers the same.
  *
  * File routes are listed (with `source: "file"`) but read-only: changing or deleting one answers
  * 409 ADMIN_ERR_READ_ONLY (the conflict is with where the route lives, not with who asks).
@@ -8,9 +10,11 @@
  */
 import type { Route } from '../routing/schema.js'
 import { RouteDefinitionSchema, parseRoute, publicView } from '../routing/schema.js'
+import type { RouteHealth } from '../routing/state.js'
 import type { AdminContext, AdminFastify } from './context.js'
 import { adminError } from './errors.js'
 import {
+  PauseBodySchema,
   RouteIdParams,
   RouteListSchema,
   RouteReplacementSchema,
@@ -24,14 +28,15 @@ import { sendTestDelivery } from './test-delivery.js'
 
 const TAGS = ['routes']
 
-/** The public view of a route, as the response schema types it. */
-function shown(route: Route) {
+/** The public view of a route with its health, as the response schema types it. */
+function shown(route: Route, health: RouteHealth) {
   const view = publicView(route)
-  return { ...view, secretIds: [...view.secretIds] }
+  return { ...view, secretIds: [...view.secretIds], health: { ...health, lastHour: { ...health.lastHour } } }
 }
 
 export function routesApi(ctx: AdminContext) {
   const notFound = (id: string) => adminError('ADMIN_ERR_NOT_FOUND', `route "${id}" not found`, { id })
+  const withHealth = async (route: Route) => shown(route, (await ctx.state.health([route.id])).get(route.id)!)
 
   /**
    * Validates a definition (400 naming the field) and refuses accept mode on a Redis that cannot
@@ -62,7 +67,11 @@ export function routesApi(ctx: AdminContext) {
           response: { 200: RouteListSchema, ...errors(401) },
         },
       },
-      async () => ({ routes: ctx.routes.list().map(shown) }),
+      async () => {
+        const routes = ctx.routes.list()
+        const health = await ctx.state.health(routes.map((r) => r.id))
+        return { routes: routes.map((r) => shown(r, health.get(r.id)!)) }
+      },
     )
 
     app.get(
@@ -73,7 +82,7 @@ export function routesApi(ctx: AdminContext) {
       async (req) => {
         const route = ctx.routes.get(req.params.id)
         if (!route) throw notFound(req.params.id)
-        return shown(route)
+        return withHealth(route)
       },
     )
 
@@ -95,7 +104,7 @@ export function routesApi(ctx: AdminContext) {
         return res
           .code(201)
           .header('location', `/v1/routes/${encodeURIComponent(route.id)}`)
-          .send(shown(route))
+          .send(await withHealth(route))
       },
     )
 
@@ -113,7 +122,7 @@ export function routesApi(ctx: AdminContext) {
       },
       async (req) => {
         checkDefinition(req.body, req.params.id)
-        return shown(await ctx.routes.replace(req.params.id, req.body))
+        return withHealth(await ctx.routes.replace(req.params.id, req.body))
       },
     )
 
@@ -131,6 +140,56 @@ export function routesApi(ctx: AdminContext) {
       async (req, res) => {
         await ctx.routes.delete(req.params.id)
         return res.code(204).send(null)
+      },
+    )
+
+    app.post(
+      '/v1/routes/:id/pause',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Pause a route',
+          description:
+            'Stops deliveries through the route on every replica within a second; file routes too (the pause lives in Redis). Defer mode: new recipients get 451 4.3.2 at RCPT and the MTA keeps the mail. Accept mode: mail is still taken (250 queued) and its deliveries are held until resumed. Pausing a paused route changes nothing. Emits route.paused.',
+          params: RouteIdParams,
+          body: PauseBodySchema,
+          response: { 200: ref(RouteSchema), ...errors(400, 401, 404) },
+        },
+      },
+      async (req) => {
+        const route = ctx.routes.get(req.params.id)
+        if (!route) throw notFound(req.params.id)
+        const reason = req.body?.reason ?? ''
+        const { changed, at } = await ctx.state.pause(route.id, reason)
+        if (changed) {
+          req.log.info({ route: route.id, reason }, 'route paused')
+          await ctx.events.emit('route.paused', { route: route.id, reason: reason === '' ? null : reason }, `${route.id}:${at}`, at)
+        }
+        return withHealth(route)
+      },
+    )
+
+    app.post(
+      '/v1/routes/:id/resume',
+      {
+        schema: {
+          tags: TAGS,
+          summary: 'Resume a route',
+          description:
+            'Lets deliveries through the route again on every replica, and releases the accept-mode deliveries the pause held. Resuming a route that is not paused changes nothing. Emits route.resumed.',
+          params: RouteIdParams,
+          response: { 200: ref(RouteSchema), ...errors(401, 404) },
+        },
+      },
+      async (req) => {
+        const route = ctx.routes.get(req.params.id)
+        if (!route) throw notFound(req.params.id)
+        const { changed, at } = await ctx.state.resume(route.id, ctx.queue)
+        if (changed) {
+          req.log.info({ route: route.id }, 'route resumed')
+          await ctx.events.emit('route.resumed', { route: route.id }, `${route.id}:${at}`, at)
+        }
+        return withHealth(route)
       },
     )
 

@@ -31,6 +31,33 @@ export const ErrorSchema = Type.Object(
   { $id: 'Error', additionalProperties: false, description: 'The one shape of every error response.' },
 )
 
+export const RouteHealthSchema = Type.Object(
+  {
+    paused: Type.Boolean({ description: 'Paused by an operator: defer mode answers 451 4.3.2 at RCPT, accept mode queues and holds.' }),
+    pausedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    pauseReason: Type.Union([Type.String(), Type.Null()]),
+    circuit: Type.Enum(['closed', 'open', 'half-open'], {
+      description: 'Circuit breaker: open refuses deliveries until circuitOpenUntil; half-open lets one delivery probe the webhook.',
+    }),
+    circuitOpenedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    circuitOpenUntil: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'End of the cool-down of an open circuit.' }),
+    consecutiveFailures: Type.Integer({ description: 'Temporary failures in a row (the breaker counts them).' }),
+    lastStatus: Type.Union([Type.Integer(), Type.Null()], { description: 'HTTP status of the last attempt; null when it got none.' }),
+    lastError: Type.Union([Type.String(), Type.Null()], { description: 'HOOK_ERR_* code of the last attempt when it got no usable answer.' }),
+    lastAttemptAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+    inFlight: Type.Integer({ description: 'Attempts holding a concurrency slot now (routes with `concurrency`).' }),
+    lastHour: Type.Object(
+      {
+        attempts: Type.Integer(),
+        delivered: Type.Integer(),
+        successRate: Type.Union([Type.Number(), Type.Null()], { description: 'delivered / attempts; null without attempts.' }),
+      },
+      { additionalProperties: false, description: 'Attempts of the last 60 minutes, across replicas.' },
+    ),
+  },
+  { $id: 'RouteHealth', additionalProperties: false, description: 'Health shared by all replicas.' },
+)
+
 export const RouteSchema = Type.Object(
   {
     id: Type.String(),
@@ -49,6 +76,15 @@ export const RouteSchema = Type.Object(
       Type.String(),
       Type.Object({ code: Type.Integer(), enhanced: Type.Optional(Type.String()), message: Type.Optional(Type.String()) }, { additionalProperties: false }),
     ),
+    concurrency: Type.Optional(Type.Integer({ description: 'Attempts in flight across all replicas; absent: no limit.' })),
+    rateLimit: Type.Optional(
+      Type.Object({ max: Type.Integer(), perMs: Type.Integer() }, { additionalProperties: false, description: 'At most max attempts in any perMs.' }),
+    ),
+    circuitBreaker: Type.Union(
+      [Type.Object({ failures: Type.Integer(), windowMs: Type.Integer(), coolDownMs: Type.Integer() }, { additionalProperties: false }), Type.Null()],
+      { description: 'null when turned off.' },
+    ),
+    health: ref(RouteHealthSchema),
     source: Type.Enum(['file', 'api'], { description: 'file: from ROUTES_FILE, read-only here; api: created through this API.' }),
     hasSecret: Type.Boolean({ description: 'Requests are signed. Secrets are write-only and never shown.' }),
     secretIds: Type.Array(Type.String(), { description: 'First 8 hex characters of the SHA-256 of each secret, newest first, to tell them apart.' }),
@@ -65,6 +101,11 @@ export const RouteReplacementSchema = Type.Object(
 )
 
 export const RouteIdParams = Type.Object({ id: Type.String({ description: 'Route id.' }) })
+
+export const PauseBodySchema = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 200, description: 'Why, for the dashboard, the route view and the route.paused event.' })) },
+  { additionalProperties: false },
+)
 
 export const TestDeliveryBodySchema = Type.Object(
   {
@@ -112,6 +153,8 @@ const deliveryProperties = {
   route: Type.String(),
   txn: Type.String({ description: 'LMTP transaction id.' }),
   mode: Type.String(),
+  sender: Type.Union([Type.String(), Type.Null()], { description: 'Reverse path ("" for the null sender); null until an attempt is logged.' }),
+  messageId: Type.Union([Type.String(), Type.Null()], { description: 'Message-ID header, with its angle brackets.' }),
   state: DeliveryStateSchema,
   attempts: Type.Integer({ description: 'Attempts made so far.' }),
   createdAt: Type.String({ format: 'date-time' }),
@@ -154,6 +197,11 @@ export const DeliveryListQuery = Type.Object(
     recipient: Type.Optional(Type.String({ maxLength: 320, description: 'Exact recipient address (case-insensitive).' })),
     route: Type.Optional(Type.String({ maxLength: 64, description: 'Route id.' })),
     state: Type.Optional(DeliveryStateSchema),
+    since: Type.Optional(Type.String({ format: 'date-time', description: 'Created at or after this time (RFC 3339).' })),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'Created at or before this time (RFC 3339).' })),
+    sender: Type.Optional(Type.String({ maxLength: 320, description: 'Exact sender (reverse path, case-insensitive); "<>" for the null sender.' })),
+    messageId: Type.Optional(Type.String({ maxLength: 998, description: 'Exact Message-ID, with or without its angle brackets.' })),
+    txn: Type.Optional(Type.String({ maxLength: 100, description: 'LMTP transaction id.' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50, description: 'Deliveries per page.' })),
     cursor: Type.Optional(Type.String({ maxLength: 512, description: 'nextCursor of the previous page.' })),
   },
@@ -171,6 +219,45 @@ export const DeliveryListSchema = Type.Object(
 export const DeliveryIdParams = Type.Object({ id: Type.String({ maxLength: 200, description: 'Delivery id (the `id` of a listed delivery).' }) })
 
 export const RetryResultSchema = Type.Object({ id: Type.String(), state: Type.Literal('retrying') }, { additionalProperties: false })
+
+export const BulkFilterSchema = Type.Object(
+  {
+    route: Type.Optional(Type.String({ maxLength: 64, description: 'Route id.' })),
+    state: Type.Optional(
+      Type.Enum(['dead', 'retrying'], {
+        default: 'dead',
+        description: 'dead: dead letters (retry replays them); retrying: accept-mode deliveries waiting for their next attempt (retry attempts them now).',
+      }),
+    ),
+    recipient: Type.Optional(Type.String({ maxLength: 320, description: 'Exact recipient address (case-insensitive).' })),
+    since: Type.Optional(Type.String({ format: 'date-time', description: 'Received at or after this time (RFC 3339).' })),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'Received at or before this time (RFC 3339).' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100, description: 'Most deliveries acted on in this call.' })),
+    cursor: Type.Optional(Type.String({ maxLength: 512, description: 'nextCursor of the previous call, to go on past what it examined.' })),
+  },
+  { additionalProperties: false },
+)
+
+const bulkSkipped = Type.Array(
+  Type.Object(
+    { id: Type.String(), code: Type.String({ description: 'ADMIN_ERR_* code of why it was left as it was.' }), message: Type.String() },
+    { additionalProperties: false },
+  ),
+  { description: 'Matches left as they were, and why (message expired, route deleted, changed meanwhile).' },
+)
+const bulkCursor = Type.Union([Type.String(), Type.Null()], {
+  description: 'Pass back as cursor to go on; null when everything that matched has been examined. Calls are bounded, so a large set takes several.',
+})
+
+export const BulkRetryResultSchema = Type.Object(
+  { matched: Type.Integer(), retried: Type.Integer(), skipped: bulkSkipped, nextCursor: bulkCursor },
+  { $id: 'BulkRetryResult', additionalProperties: false },
+)
+
+export const BulkDeleteResultSchema = Type.Object(
+  { matched: Type.Integer(), deleted: Type.Integer(), skipped: bulkSkipped, nextCursor: bulkCursor },
+  { $id: 'BulkDeleteResult', additionalProperties: false },
+)
 
 export const HealthSchema = Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false })
 
@@ -194,11 +281,14 @@ export const SHARED_SCHEMAS: readonly TSchema[] = [
   ErrorSchema,
   RouteDefinitionSchema,
   RouteReplacementSchema,
+  RouteHealthSchema,
   RouteSchema,
   TestDeliveryResultSchema,
   DeliverySchema,
   AttemptSchema,
   DeliveryDetailSchema,
+  BulkRetryResultSchema,
+  BulkDeleteResultSchema,
   ReadinessSchema,
 ]
 

@@ -19,6 +19,7 @@ import { routesApi } from './routes.js'
 import { deliveriesApi } from './deliveries.js'
 import { HealthSchema, ReadinessSchema, SHARED_SCHEMAS, ref } from './schemas.js'
 import { OPENAPI_OPTIONS, PAYLOAD_SCHEMA_PATH } from './openapi.js'
+import { UI_PATHS, registerUi } from './ui.js'
 
 export type { AdminContext } from './context.js'
 
@@ -31,8 +32,8 @@ export interface AdminServer {
   close(): Promise<void>
 }
 
-/** Routes that need no token. */
-const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', '/webhook-payload.schema.json'])
+/** Routes that need no token (the dashboard's files hold no data; the page sends the token itself). */
+const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', '/webhook-payload.schema.json', ...UI_PATHS])
 
 /** Bodies the route store validates itself (same TypeBox schema, plus semantic checks). */
 const STORE_VALIDATED = new Set(['RouteDefinition', 'RouteReplacement'])
@@ -155,6 +156,7 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
     return res.header('content-type', 'application/schema+json').send(payloadSchema)
   })
 
+  registerUi(fastify)
   await fastify.register(routesApi(ctx))
   await fastify.register(deliveriesApi(ctx))
   await fastify.ready()

@@ -3,7 +3,8 @@
  * and of its attempts, kept in Redis with bounded retention.
  *
  * Redis keys (all under the service prefix):
- *   <prefix>:dlog:d:<id>    hash  the delivery: recipient, route, txn, mode, state, last attempt
+ *   <prefix>:dlog:d:<id>    hash  the delivery: recipient, route, txn, mode, sender, message-id,
+ *                                 state, last attempt
  *   <prefix>:dlog:a:<id>    list  its attempts as JSON, oldest first (the newest MAX_ATTEMPTS kept)
  *   <prefix>:dlog:index     zset  id scored by the time the delivery was first logged (ms)
  *
@@ -52,6 +53,10 @@ export interface Delivery {
   readonly route: string
   readonly txn: string
   readonly mode: string
+  /** Reverse path ('' for the null sender); null until the first attempt is logged. */
+  readonly sender: string | null
+  /** Message-ID with its angle brackets; null when unknown or absent. */
+  readonly messageId: string | null
   readonly state: DeliveryState
   readonly attempts: number
   readonly createdAt: string
@@ -71,6 +76,15 @@ export interface DeliveryFilter {
   readonly recipient?: string | undefined
   readonly route?: string | undefined
   readonly state?: DeliveryState | undefined
+  /** Created at or after (epoch ms). */
+  readonly since?: number | undefined
+  /** Created at or before (epoch ms). */
+  readonly until?: number | undefined
+  /** Exact reverse path, case-insensitive ('' for the null sender). */
+  readonly sender?: string | undefined
+  /** Exact Message-ID, with or without its angle brackets. */
+  readonly messageId?: string | undefined
+  readonly txn?: string | undefined
   readonly limit: number
   readonly cursor?: string | undefined
 }
@@ -133,6 +147,11 @@ function stateOf(record: AttemptRecord): DeliveryState {
   return record.mode === 'accept' ? 'dead' : 'deferred'
 }
 
+/** A Message-ID as the log keeps it: with its angle brackets. */
+function bracketed(id: string): string {
+  return id.startsWith('<') && id.endsWith('>') ? id : `<${id.replace(/^<|>$/g, '')}>`
+}
+
 function encodeCursor(score: number, id: string): string {
   return Buffer.from(`${score}:${id}`).toString('base64url')
 }
@@ -152,6 +171,8 @@ function toDelivery(h: Record<string, string>): Delivery {
     route: h.route ?? '',
     txn: h.txn ?? '',
     mode: h.mode ?? '',
+    sender: h.sender ?? null,
+    messageId: h.messageId || null,
     state: (DELIVERY_STATES as readonly string[]).includes(h.state ?? '') ? (h.state as DeliveryState) : 'retrying',
     attempts: Number(h.attempts ?? 0),
     createdAt: iso(h.createdAt),
@@ -213,9 +234,14 @@ export class DeliveryLog {
       r.error ?? '',
       'reply',
       r.reply,
+      'sender',
+      truncateUtf8(r.sender, 512),
+      'messageId',
+      truncateUtf8(r.messageId ?? '', 512),
     ]
-    // A delivery is never shown dead without its reason (the queue's failure event comes later).
-    if (state === 'dead') fields.push('reason', failureReason(r.status, r.error))
+    // A delivery is never shown dead without its reason (the queue's failure event comes later),
+    // and a replayed one that got through no longer shows why it had died.
+    fields.push('reason', state === 'dead' ? failureReason(r.status, r.error) : '')
     return this.write(r.jobId, now, JSON.stringify(attempt), fields)
   }
 
@@ -253,14 +279,19 @@ export class DeliveryLog {
   async list(filter: DeliveryFilter): Promise<DeliveryPage> {
     const from = filter.cursor === undefined ? null : decodeCursor(filter.cursor)
     const recipient = filter.recipient?.toLowerCase()
+    const sender = filter.sender?.toLowerCase()
+    const messageId = filter.messageId === undefined ? undefined : bracketed(filter.messageId.trim())
+    // The index is scored by creation time: the time window is a score range, not a scan.
+    const upper = Math.min(from?.score ?? Infinity, filter.until ?? Infinity)
+    const lower = filter.since === undefined ? '-inf' : String(filter.since)
     const out: Delivery[] = []
     const batch = Math.min(500, Math.max(50, filter.limit * 2))
     let offset = 0
     let scanned = 0
     let last: { score: number; id: string } | null = null
     for (;;) {
-      const max = from === null ? '+inf' : String(from.score)
-      const entries = await this.redis.zrevrangebyscore(this.index, max, '-inf', 'WITHSCORES', 'LIMIT', offset, batch)
+      const max = upper === Infinity ? '+inf' : String(upper)
+      const entries = await this.redis.zrevrangebyscore(this.index, max, lower, 'WITHSCORES', 'LIMIT', offset, batch)
       if (entries.length === 0) return { deliveries: out, nextCursor: null }
       offset += entries.length / 2
       const page: { id: string; score: number }[] = []
@@ -289,6 +320,9 @@ export class DeliveryLog {
         if (recipient !== undefined && d.recipient.toLowerCase() !== recipient) continue
         if (filter.route !== undefined && d.route !== filter.route) continue
         if (filter.state !== undefined && d.state !== filter.state) continue
+        if (sender !== undefined && (d.sender ?? '').toLowerCase() !== sender) continue
+        if (messageId !== undefined && d.messageId !== messageId) continue
+        if (filter.txn !== undefined && d.txn !== filter.txn) continue
         out.push(d)
         if (out.length === filter.limit) {
           if (stale.length > 0) await this.redis.zrem(this.index, ...stale)

@@ -32,6 +32,8 @@ export interface PipelineOptions {
 
 export interface RouteLookup {
   lookup(address: string): Route | undefined
+  /** The RCPT-time refusal of a route that takes no mail now (paused, circuit open), from memory. */
+  refusal?(route: Route, rcpt: string): Reply | undefined
 }
 
 export interface PipelineObserver {
@@ -82,6 +84,8 @@ export class DeliveryPipeline implements LmtpHandler {
   recipient(rcpt: { address: string; domain: string }): RecipientVerdict | Promise<RecipientVerdict> {
     const route = this.routes.lookup(rcpt.address)
     if (!route) return { reply: noRouteReply(rcpt.address) }
+    const refused = this.routes.refusal?.(route, rcpt.address)
+    if (refused) return { reply: refused }
     if (route.recipientCheckUrl === undefined) return { context: route }
     return this.checkRecipient(rcpt.address, route)
   }

@@ -5,7 +5,7 @@
  */
 import { UnrecoverableError } from 'bullmq'
 import type { Logger } from 'pino'
-import { reply } from '../lmtp/reply.js'
+import { reply, type Reply } from '../lmtp/reply.js'
 import type { Route } from '../routing/schema.js'
 import type { WebhookClient } from './http.js'
 import type { TransactionStore } from './messages.js'
@@ -13,6 +13,8 @@ import { RetryableDeliveryError, type DeliveryJob, type DeliveryJobReturn } from
 import type { ResultChannel, Outcome } from './results.js'
 import { buildRequest, requiredFields } from './request.js'
 import { decideReply } from './outcome.js'
+import type { DeliveryGate, Permit } from './limits.js'
+import { storedSummary } from './summary.js'
 
 export interface AttemptRecord {
   readonly jobId: string
@@ -20,6 +22,10 @@ export interface AttemptRecord {
   readonly rcpt: string
   readonly route: string
   readonly mode: Route['mode']
+  /** Reverse path of the message ('' for the null sender). */
+  readonly sender: string
+  /** Message-ID of the message, with its angle brackets; null when it has none. */
+  readonly messageId: string | null
   readonly attempt: number
   readonly status: number | undefined
   readonly error: string | undefined
@@ -41,6 +47,8 @@ export interface ProcessorDeps {
   readonly onAttempt?: ((record: AttemptRecord) => void) | undefined
   /** Aborted when shutdown gives up waiting for jobs in flight. */
   readonly signal?: AbortSignal
+  /** Route limits, pause and circuit breaker (absent: every job goes at once). */
+  readonly gate?: DeliveryGate | undefined
 }
 
 const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
@@ -48,8 +56,8 @@ const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
 /** Why an attempt that got no usable answer failed: the retry's error and a dead letter's reason. */
 export const failureReason = (status: number | undefined, error: string | undefined): string => `webhook answered ${status ?? error}`
 
-export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Promise<DeliveryJobReturn> {
-  return async (job) => {
+export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?: string) => Promise<DeliveryJobReturn> {
+  return async (job, token) => {
     const d = job.data
     const jobId = job.id!
     const first = job.attemptsMade === 0
@@ -61,9 +69,25 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
       return { outcome: 'skipped' }
     }
     const route = deps.routes.get(d.route)
+    // Pause, circuit breaker, concurrency and rate limits: go now, wait, or hold (limits.ts).
+    let permit: Permit | undefined
+    if (route && deps.gate) {
+      const decision = await deps.gate.before(route, jobId)
+      if (decision.kind !== 'go') {
+        const publish = (r: Reply): Promise<void> =>
+          first
+            ? deps.channel
+                .publish(d.replyTo, { id: jobId, reply: r, outcome: 'temporary' })
+                .catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
+            : Promise.resolve()
+        return deps.gate.hold(job, token, route, decision, publish)
+      }
+      permit = decision.permit
+    }
     const fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
     if (!route || fields.some((f) => f === null)) {
       const what = !route ? 'Route was removed' : 'Stored message expired'
+      if (route && permit) await deps.gate!.after(route, permit, null)
       log.warn(what)
       if (first)
         await deps.channel
@@ -81,6 +105,10 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
       signal: deps.signal,
     })
     const decision = decideReply(result, route, d.rcpt)
+    if (permit) {
+      const outcome = result.error?.code === 'HOOK_ERR_ABORTED' ? 'aborted' : decision.outcome
+      await deps.gate!.after(route, permit, { outcome, status: result.status, error: result.error?.code })
+    }
     const attempt = job.attemptsMade + 1
     const lastAttempt = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
     const final = decision.outcome !== 'temporary' || lastAttempt
@@ -91,6 +119,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob) => Prom
       rcpt: d.rcpt,
       route: d.route,
       mode: d.mode,
+      ...storedSummary(route, fields),
       attempt,
       status: result.status,
       error: result.error?.code,

@@ -36,6 +36,12 @@ export const LIMITS = {
   headerValue: 8192,
   replyMessage: 400,
   url: 2048,
+  concurrency: { min: 1, max: 10_000 },
+  rateMax: { min: 1, max: 100_000 },
+  ratePerMs: { min: 10, max: 86_400_000 },
+  failures: { min: 1, max: 1000 },
+  windowMs: { min: 100, max: 86_400_000 },
+  coolDownMs: { min: 100, max: 86_400_000 },
 } as const
 
 const Duration = (description: string, defaultValue?: string) =>
@@ -108,6 +114,48 @@ export const RouteDefinitionSchema = Type.Object(
         description: 'Overrides of the webhook result → LMTP reply table; keys: an HTTP status ("404"), a class ("4xx"), "timeout" or "error".',
       }),
     ),
+    concurrency: Type.Optional(
+      Type.Integer({
+        minimum: LIMITS.concurrency.min,
+        maximum: LIMITS.concurrency.max,
+        description: 'Attempts in flight for this route across all replicas; more wait for a slot.',
+      }),
+    ),
+    rateLimit: Type.Optional(
+      Type.Object(
+        {
+          max: Type.Integer({ minimum: LIMITS.rateMax.min, maximum: LIMITS.rateMax.max, description: 'Attempts allowed in any interval of length `per`.' }),
+          per: Duration('The interval: milliseconds, or a string such as "1s", "1m".'),
+        },
+        { additionalProperties: false, description: 'Attempts per interval across all replicas; more wait for their turn.' },
+      ),
+    ),
+    circuitBreaker: Type.Optional(
+      Type.Union(
+        [
+          Type.Literal(false),
+          Type.Object(
+            {
+              failures: Type.Optional(
+                Type.Integer({
+                  minimum: LIMITS.failures.min,
+                  maximum: LIMITS.failures.max,
+                  default: 5,
+                  description: 'Consecutive temporary failures that open the circuit.',
+                }),
+              ),
+              window: Type.Optional(Duration('The failures must fall within this interval.', '1m')),
+              coolDown: Type.Optional(Duration('How long the circuit stays open before one delivery probes the webhook.', '30s')),
+            },
+            { additionalProperties: false },
+          ),
+        ],
+        {
+          description:
+            'After `failures` consecutive temporary failures within `window`, deliveries stop for `coolDown` (defer mode: 451 4.3.2 at RCPT; accept mode: held); then one delivery probes, and success closes it. `false` turns it off. On by default.',
+        },
+      ),
+    ),
   },
   { additionalProperties: false, $id: 'RouteDefinition' },
 )
@@ -144,7 +192,27 @@ export interface Route {
   readonly recipientCheckUrl: string | undefined
   /** Keys: `"404"`, `"4xx"`, `"timeout"`, `"error"` (lower-case). */
   readonly replies: Readonly<Record<string, RouteReply>>
+  /** Attempts in flight across all replicas; `undefined`: no limit. */
+  readonly concurrency: number | undefined
+  /** At most `max` attempts started in any interval of `perMs`; `undefined`: no limit. */
+  readonly rateLimit: RouteRateLimit | undefined
+  /** `null` when turned off (`circuitBreaker: false`). */
+  readonly circuitBreaker: RouteCircuitBreaker | null
   readonly source: RouteSource
+}
+
+export interface RouteRateLimit {
+  readonly max: number
+  readonly perMs: number
+}
+
+export interface RouteCircuitBreaker {
+  /** Consecutive temporary failures that open the circuit. */
+  readonly failures: number
+  /** The failures count only while each follows the first of the streak within this interval. */
+  readonly windowMs: number
+  /** Time open before one delivery probes the webhook (half-open). */
+  readonly coolDownMs: number
 }
 
 export const DEFAULTS = {
@@ -154,6 +222,7 @@ export const DEFAULTS = {
   backoffMs: 30_000,
   maxDelayMs: 3_600_000,
   maxInlineAttachmentBytes: 10 * 1024 * 1024,
+  circuitBreaker: { failures: 5, windowMs: 60_000, coolDownMs: 30_000 } as RouteCircuitBreaker,
 }
 
 // Hop-by-hop (RFC 9110 section 7.6.1) and the ones the service sets itself.
@@ -201,6 +270,14 @@ const EXPECTED: Record<string, string> = {
   'replies.*.code': 'a reply code of class 2, 4 or 5 (such as 250, 451, 550)',
   'replies.*.enhanced': 'an enhanced status code of the same class as the code, such as 5.1.1',
   'replies.*.message': `a reply text of at most ${LIMITS.replyMessage} characters`,
+  concurrency: `an integer from ${LIMITS.concurrency.min} to ${LIMITS.concurrency.max}`,
+  rateLimit: 'a map with max and per, such as { max: 10, per: "1s" }',
+  'rateLimit.max': `an integer from ${LIMITS.rateMax.min} to ${LIMITS.rateMax.max}`,
+  'rateLimit.per': 'a duration: milliseconds or a string such as "1s", "1m"',
+  circuitBreaker: 'false, or a map with failures, window and coolDown',
+  'circuitBreaker.failures': `an integer from ${LIMITS.failures.min} to ${LIMITS.failures.max}`,
+  'circuitBreaker.window': 'a duration: milliseconds or a string such as "1m", "30s"',
+  'circuitBreaker.coolDown': 'a duration: milliseconds or a string such as "30s", "5m"',
 }
 
 const SECRET_FIELD = /^(secret|secrets(\.\*)?|headers\.\*)$/
@@ -296,6 +373,8 @@ function schemaMessages(input: unknown, errors: readonly TLocalizedValidationErr
       continue
     }
     if (list.every((e) => e.keyword === 'additionalProperties')) continue // reported at the child
+    // A union (`false` or a map) whose map branch has a bad field: the field says what is wrong.
+    if (list.some((e) => e.keyword === 'anyOf') && [...byPath.keys()].some((k) => k.startsWith(`${pointer}/`))) continue
     const expected = EXPECTED[path.pattern] ?? list[0]!.message
     lines.push(`${path.display === '' ? 'route' : path.display}: expected ${expected}, got ${describeGot(path, valueAt(input, path.segments))}`)
   }
@@ -437,6 +516,11 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
     else maxInline = n
   }
   const replies = checkReplies(problems, def.replies)
+  const rateLimit =
+    def.rateLimit === undefined
+      ? undefined
+      : { max: def.rateLimit.max, perMs: durationMs(problems, 'rateLimit.per', def.rateLimit.per, 1000, LIMITS.ratePerMs) }
+  const circuitBreaker = checkBreaker(problems, def.circuitBreaker)
   if (problems.lines.length > 0) fail(problems.lines)
 
   return {
@@ -452,7 +536,20 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
     maxInlineAttachmentBytes: maxInline,
     recipientCheckUrl,
     replies,
+    concurrency: def.concurrency,
+    rateLimit,
+    circuitBreaker,
     source,
+  }
+}
+
+function checkBreaker(problems: Problems, def: RouteDefinition['circuitBreaker']): RouteCircuitBreaker | null {
+  if (def === false) return null
+  const d = DEFAULTS.circuitBreaker
+  return {
+    failures: def?.failures ?? d.failures,
+    windowMs: durationMs(problems, 'circuitBreaker.window', def?.window, d.windowMs, LIMITS.windowMs),
+    coolDownMs: durationMs(problems, 'circuitBreaker.coolDown', def?.coolDown, d.coolDownMs, LIMITS.coolDownMs),
   }
 }
 
@@ -471,6 +568,10 @@ export function routeToDefinition(route: Route): RouteDefinition {
   if (Object.keys(route.headers).length > 0) def.headers = { ...route.headers }
   if (route.timeoutMs !== undefined) def.timeout = route.timeoutMs
   if (route.recipientCheckUrl !== undefined) def.recipientCheckUrl = route.recipientCheckUrl
+  if (route.concurrency !== undefined) def.concurrency = route.concurrency
+  if (route.rateLimit !== undefined) def.rateLimit = { max: route.rateLimit.max, per: route.rateLimit.perMs }
+  const breaker = route.circuitBreaker
+  def.circuitBreaker = breaker === null ? false : { failures: breaker.failures, window: breaker.windowMs, coolDown: breaker.coolDownMs }
   if (Object.keys(route.replies).length > 0) {
     def.replies = Object.fromEntries(
       Object.entries(route.replies).map(([k, r]) => [

@@ -14,6 +14,8 @@ function attempt(jobId: string, over: Partial<AttemptRecord> = {}): AttemptRecor
     rcpt: `${jobId}@example.com`,
     route: 'r1',
     mode: 'accept',
+    sender: 'sender@x.test',
+    messageId: `<${jobId}@x.test>`,
     attempt: 1,
     status: 200,
     error: undefined,
@@ -56,6 +58,9 @@ t.test('states follow the attempts: retrying, then dead or delivered', async (t)
       [2, null, 'HOOK_ERR_TIMEOUT', ''],
     ],
   )
+
+  await log.record(attempt('a', { attempt: 1, status: 200, outcome: 'delivered', final: true }))
+  t.match(await log.get('a'), { state: 'delivered', reason: null, attempts: 3 }, 'a replay that got through no longer shows why it had died')
 
   await log.record(attempt('d', { mode: 'defer', status: 500, outcome: 'temporary', final: true }))
   t.equal((await log.get('d'))!.state, 'deferred')

@@ -39,8 +39,12 @@ t.test('the document covers every endpoint, with errors in the one shape and /v1
     'GET /v1/deliveries/{id}',
     'GET /v1/routes',
     'GET /v1/routes/{id}',
+    'POST /v1/deliveries/delete',
+    'POST /v1/deliveries/retry',
     'POST /v1/deliveries/{id}/retry',
     'POST /v1/routes',
+    'POST /v1/routes/{id}/pause',
+    'POST /v1/routes/{id}/resume',
     'POST /v1/routes/{id}/test',
     'PUT /v1/routes/{id}',
   ])

@@ -59,6 +59,11 @@ t.test('values.schema.json rejects bad values and names the field', async (t) =>
     ['allowlist entry', { config: { lmtp: { allowCidrs: ['the office'] } } }, '/config/lmtp/allowCidrs/0'],
     ['PROXY protocol as a string', { config: { lmtp: { proxyProtocol: 'v2' } } }, '/config/lmtp/proxyProtocol'],
     ['line discard cap', { config: { lmtp: { maxLineDiscard: 'lots' } } }, '/config/lmtp/maxLineDiscard'],
+    ['events URL scheme', { config: { events: { url: 'ftp://alerts.example.com' } } }, '/config/events/url'],
+    ['events secret without whsec_', { eventsSecret: 'hunter2' }, '/eventsSecret'],
+    ['route concurrency 0', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', concurrency: 0 }] }, '/routes/0/concurrency'],
+    ['route rate limit without per', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', rateLimit: { max: 5 } }] }, '/routes/0/rateLimit'],
+    ['route breaker true', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', circuitBreaker: true }] }, '/routes/0/circuitBreaker'],
   ]
   for (const [what, override, path] of cases) {
     const errors = errorsOf(withOverrides(values, override))
@@ -108,17 +113,20 @@ t.test('routes the schema accepts are routes the service accepts', async (t) => 
       mode: 'accept',
       timeout: '20s',
       headers: { 'x-tenant': 'support' },
+      concurrency: 8,
+      rateLimit: { max: 100, per: '1m' },
+      circuitBreaker: { failures: 3, window: '30s', coolDown: 60_000 },
     },
-    { id: 'sales', match: 'sales@example.com', url: 'http://sales.internal:8080/in', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' },
+    { id: 'sales', match: 'sales@example.com', url: 'http://sales.internal:8080/in', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', circuitBreaker: false },
   ]
   t.same(errorsOf(withOverrides(values, { routes })), [])
   // the Secret renders `dict "routes" .Values.routes | toYaml`
   const parsed = parseRoutesFile(JSON.stringify({ routes }), 'routes.yaml')
   t.same(
-    parsed.map((r) => [r.id, r.mode, r.timeoutMs]),
+    parsed.map((r) => [r.id, r.mode, r.timeoutMs, r.concurrency, r.circuitBreaker?.coolDownMs ?? null]),
     [
-      ['support', 'accept', 20_000],
-      ['sales', 'defer', undefined],
+      ['support', 'accept', 20_000, 8, 60_000],
+      ['sales', 'defer', undefined, undefined, null],
     ],
   )
   t.same(parseRoutesFile(JSON.stringify({ routes: [] }), 'routes.yaml'), [], 'the default (no routes) is a valid routes file')
@@ -214,8 +222,8 @@ function mountSecret(t: Test, vals: Values): { env: Record<string, string>; dir:
   writeFileSync(join(dir, 'admin-tokens'), (vals.adminTokens as string[]).join('\n'))
   writeFileSync(join(dir, 'routes.yaml'), JSON.stringify({ routes: vals.routes }))
   const { env, fromSecret } = chartEnvironment(vals)
-  t.same(fromSecret, ['REDIS_URL'], 'only REDIS_URL comes from the Secret as a variable')
-  const out: Record<string, string> = { REDIS_URL: String(valueAt(vals, 'redis.url')) }
+  t.same(fromSecret, ['REDIS_URL', 'EVENTS_SECRET'], 'only REDIS_URL and EVENTS_SECRET come from the Secret as variables')
+  const out: Record<string, string> = { REDIS_URL: String(valueAt(vals, 'redis.url')), EVENTS_SECRET: String(valueAt(vals, 'eventsSecret')) }
   for (const [name, value] of Object.entries(env)) out[name] = value.replace('/etc/lmtp-webhook/secret', dir)
   return { env: out, dir }
 }
@@ -236,6 +244,7 @@ t.test('the default values give a configuration src/config.ts accepts', async (t
   t.equal(config.lmtp.maxMessageSize, 25 * 1024 * 1024)
   t.same(config.lmtp.domains, ['*'], 'no domains: all accepted')
   t.not(config.lmtp.hostname, '', 'an empty hostname falls back to the pod name')
+  t.same(config.events, { url: null, secret: null }, 'no events by default')
 })
 
 t.test('overridden values reach the configuration', async (t) => {
@@ -255,7 +264,9 @@ t.test('overridden values reach the configuration', async (t) => {
         allowAcceptWithoutAof: true,
       },
       shutdownTimeoutSeconds: 60,
+      events: { url: 'https://alerts.example.com/lmtp-webhook' },
     },
+    eventsSecret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
   })
   t.same(errorsOf(vals), [])
   const config = loadConfig(mountSecret(t, vals).env)
@@ -277,6 +288,7 @@ t.test('overridden values reach the configuration', async (t) => {
   t.equal(config.delivery.senderCheckUrl, 'https://hooks.example.com/sender')
   t.equal(config.redis.allowAcceptWithoutAof, true)
   t.same(config.admin.tokens, ['0123456789abcdef0123', 'fedcba9876543210fedc'])
+  t.same(config.events, { url: 'https://alerts.example.com/lmtp-webhook', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })
 })
 
 t.test('TLS, client CA and users Secrets are mounted as directories and reach the configuration', async (t) => {

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -81,6 +81,8 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
   }
   await run('npm', ['run', 'build', '--silent', '--', '--outDir', join(app, 'dist')], ROOT)
   t.ok(existsSync(join(app, 'dist', 'main.js')), 'npm run build produces dist/main.js')
+  // The dashboard's static files, copied as the Dockerfile does.
+  cpSync(join(ROOT, 'ui'), join(app, 'ui'), { recursive: true })
 
   // The chart's Secret, mounted read-only.
   const secret = join(work, 'secret')
@@ -109,7 +111,7 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
 
   const [lmtpPort, adminPort] = [await freePort(), await freePort()]
   const chart = chartEnvironment(withOverrides(chartValues(), { adminTokens: [token] }))
-  t.same(chart.fromSecret, ['REDIS_URL'])
+  t.same(chart.fromSecret, ['REDIS_URL', 'EVENTS_SECRET'])
   // No HOME: the image's user has none.
   const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_ENV: 'production' }
   for (const [name, value] of Object.entries(chart.env)) env[name] = value.replace('/etc/lmtp-webhook/secret', secret)
@@ -159,6 +161,9 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
   const ready = await request(`http://127.0.0.1:${adminPort}/readyz`)
   t.equal(ready.statusCode, 200, '/readyz answers 200')
   await ready.body.dump()
+  const ui = await request(`http://127.0.0.1:${adminPort}/ui`)
+  t.equal(ui.statusCode, 200, 'the compiled server finds the dashboard next to dist/')
+  t.match(await ui.body.text(), /<script type="module" src="ui\/app\.js">/)
 
   const socket = connect(lmtpPort, '127.0.0.1')
   const next = replies(socket)

@@ -148,8 +148,9 @@ t.test('the example in docs/routes.md is a valid routes file', async (t) => {
   const routes = loadRoutesFile(file(example!))
   t.same(
     routes.map((r) => r.id),
-    ['support', 'sales', 'example-catch-all', 'tenants'],
+    ['support', 'sales', 'example-catch-all', 'crm-leads', 'tenants'],
   )
   t.equal(routes[2]!.maxInlineAttachmentBytes, 0)
-  t.same(routes[3]!.replies.timeout, { code: 451, enhanced: '4.4.1', message: undefined })
+  t.match(routes[3], { concurrency: 4, rateLimit: { max: 50, perMs: 60_000 }, circuitBreaker: { failures: 3, windowMs: 30_000, coolDownMs: 120_000 } })
+  t.same(routes[4]!.replies.timeout, { code: 451, enhanced: '4.4.1', message: undefined })
 })

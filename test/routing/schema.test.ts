@@ -31,6 +31,9 @@ t.test('a minimal route gets the documented defaults', async (t) => {
     maxInlineAttachmentBytes: 10 * 1024 * 1024,
     recipientCheckUrl: undefined,
     replies: {},
+    concurrency: undefined,
+    rateLimit: undefined,
+    circuitBreaker: { failures: 5, windowMs: 60_000, coolDownMs: 30_000 },
     source: 'file',
   })
   t.equal(parseRoute(base, 'route', 'api').source, 'api')
@@ -186,10 +189,14 @@ t.test('routeToDefinition gives a definition that parses back to the same route'
         retry: { attempts: 2, backoff: 100, maxDelay: '1s' },
         recipientCheckUrl: 'http://127.0.0.1/c',
         replies: { '404': { code: 550, enhanced: '5.1.1', message: 'gone' }, error: { code: 451 } },
+        concurrency: 4,
+        rateLimit: { max: 10, per: '1s' },
+        circuitBreaker: { failures: 3, window: '10s', coolDown: '2m' },
       },
       'r',
       'api',
     ),
+    parseRoute({ ...base, circuitBreaker: false }, 'r', 'api'),
   ]
   for (const route of routes) {
     const definition = JSON.parse(JSON.stringify(routeToDefinition(route))) as unknown
@@ -210,4 +217,32 @@ t.test('publicView hides secrets and credential headers', async (t) => {
   t.notOk('secrets' in view, 'no secrets field')
   t.same(publicView(parseRoute(base, 'r')).secretIds, [])
   t.equal(publicView(parseRoute(base, 'r')).hasSecret, false)
+})
+
+t.test('protection fields: concurrency, rateLimit and circuitBreaker are normalised, with defaults', async (t) => {
+  const route = parseRoute({ ...base, concurrency: 8, rateLimit: { max: 100, per: '1m' }, circuitBreaker: { failures: 3 } }, 'r')
+  t.equal(route.concurrency, 8)
+  t.same(route.rateLimit, { max: 100, perMs: 60_000 })
+  t.same(route.circuitBreaker, { failures: 3, windowMs: 60_000, coolDownMs: 30_000 }, 'fields left out take their defaults')
+  t.same(parseRoute({ ...base, circuitBreaker: {} }, 'r').circuitBreaker, { failures: 5, windowMs: 60_000, coolDownMs: 30_000 })
+  t.equal(parseRoute({ ...base, circuitBreaker: false }, 'r').circuitBreaker, null, 'false turns the breaker off')
+  t.same(parseRoute({ ...base, circuitBreaker: { window: 500, coolDown: '1.5s' } }, 'r').circuitBreaker, { failures: 5, windowMs: 500, coolDownMs: 1500 })
+})
+
+t.test('bad protection fields are refused, naming the field', async (t) => {
+  const cases: [unknown, RegExp][] = [
+    [{ concurrency: 0 }, /^routes\[2\] \(id "sales"\): concurrency: expected an integer from 1 to 10000, got 0$/],
+    [{ concurrency: '2' }, /concurrency: expected an integer from 1 to 10000, got "2"$/],
+    [{ rateLimit: 5 }, /rateLimit: expected a map with max and per/],
+    [{ rateLimit: { max: 3 } }, /: rateLimit\.per: required, expected a duration/],
+    [{ rateLimit: { max: 0, per: '1s' } }, /: rateLimit\.max: expected an integer from 1 to 100000, got 0$/],
+    [{ rateLimit: { max: 3, per: '1ms' } }, /: rateLimit\.per: expected a duration from 10 ms/],
+    [{ rateLimit: { max: 3, per: '1s', burst: 2 } }, /: rateLimit\.burst: unknown field in rateLimit$/],
+    [{ circuitBreaker: true }, /: circuitBreaker: expected false, or a map with failures, window and coolDown, got true$/],
+    [{ circuitBreaker: { failures: 0 } }, /\): circuitBreaker\.failures: expected an integer from 1 to 1000, got 0$/],
+    [{ circuitBreaker: { coolDown: 'soon' } }, /\): circuitBreaker\.coolDown: expected a duration: milliseconds or a string/],
+    [{ circuitBreaker: { window: '5ms' } }, /\): circuitBreaker\.window: expected a duration from 100 ms/],
+    [{ circuitBreaker: { threshold: 3 } }, /\): circuitBreaker\.threshold: unknown field in circuitBreaker$/],
+  ]
+  for (const [extra, expected] of cases) t.match(problem({ ...base, ...(extra as object) }), expected, JSON.stringify(extra))
 })
