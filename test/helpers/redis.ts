@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { until } from './until.js'
 
 export interface PrivateRedis {
   url: string
@@ -23,7 +23,8 @@ export async function privateRedis(t: { teardown: (fn: () => unknown) => void },
     await exited
     rmSync(dir, { recursive: true, force: true })
   })
-  for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(50)
-  if (!existsSync(sock)) throw new Error('redis-server did not start (is it installed?)')
+  await until('the redis-server socket', () => existsSync(sock), 5_000, 50).catch(() => {
+    throw new Error('redis-server did not start (is it installed?)')
+  })
   return { url: `unix://${sock}`, dir, pid: child.pid! }
 }

@@ -1,12 +1,12 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { isAppError, type ErrorCode } from '../../src/errors.js'
 import { createLogger } from '../../src/logger.js'
 import { parseRoute, publicView, type Route } from '../../src/routing/schema.js'
 import { RouteStore, type RouteStoreOptions } from '../../src/routing/store.js'
 import type { RouteTable } from '../../src/routing/table.js'
+import { until } from '../helpers/until.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const logger = createLogger('silent')
@@ -34,19 +34,6 @@ async function setup(t: Test): Promise<{ prefix: string; redis: Redis; open: (op
     return store
   }
   return { prefix, redis, open }
-}
-
-/** Polls until `check` holds; fails the test after a generous bound. */
-async function until(t: Test, what: string, check: () => boolean, boundMs = 10_000): Promise<void> {
-  const deadline = Date.now() + boundMs
-  while (!check()) {
-    if (Date.now() > deadline) {
-      t.fail(`${what} (not seen within ${boundMs} ms)`)
-      return
-    }
-    await sleep(20)
-  }
-  t.pass(what)
 }
 
 async function rejection(promise: Promise<unknown>, code: ErrorCode): Promise<AppErrorLike> {
@@ -182,15 +169,15 @@ t.test("two stores on one Redis see each other's changes", async (t) => {
   b.onChange((table: RouteTable) => seenByB.push(table.version))
 
   await a.create(def('from-a', 'a@example.com'))
-  await until(t, 'b sees the route a created', () => b.lookup('a@example.com')?.id === 'from-a')
+  await until('b sees the route a created', () => b.lookup('a@example.com')?.id === 'from-a')
   t.ok(seenByB.length >= 1, "b's change listener was called")
   t.equal(b.version, a.version, 'both are at the same version')
 
   await b.replace('from-a', { match: 'a2@example.com', url: 'http://127.0.0.1:1/x' })
-  await until(t, 'a sees the replacement b made', () => a.lookup('a2@example.com')?.id === 'from-a' && a.lookup('a@example.com') === undefined)
+  await until('a sees the replacement b made', () => a.lookup('a2@example.com')?.id === 'from-a' && a.lookup('a@example.com') === undefined)
 
   await b.delete('from-a')
-  await until(t, 'a sees the deletion b made', () => a.get('from-a') === undefined)
+  await until('a sees the deletion b made', () => a.get('from-a') === undefined)
 
   await rejection(
     b.create(def('from-a', 'a2@example.com')).then(() => a.create(def('again', 'A2@example.com'))),
@@ -210,7 +197,6 @@ t.test('two stores racing for one pattern: exactly one wins', async (t) => {
     t.ok(lost.length === 1 && isAppError(lost[0]!.reason, 'ROUTE_ERR_DUPLICATE'), `round ${round}: the other got ROUTE_ERR_DUPLICATE`)
   }
   await until(
-    t,
     'both stores agree on every route',
     () =>
       a
@@ -233,14 +219,14 @@ t.test('a store that missed change notices catches up on reconnect', async (t) =
   const b = await open({ subscriber })
 
   subscriber.disconnect()
-  await until(t, "b's subscriber is disconnected", () => subscriber.status === 'end')
+  await until("b's subscriber is disconnected", () => subscriber.status === 'end')
   await a.create(def('while-away', 'away@example.com'))
   t.equal(b.get('while-away'), undefined, 'b cannot have seen it: no notice, no periodic check yet')
 
   await subscriber.connect()
-  await until(t, 'b reloads when its subscriber is ready again', () => b.get('while-away') !== undefined)
+  await until('b reloads when its subscriber is ready again', () => b.get('while-away') !== undefined)
   await a.create(def('after', 'after@example.com'))
-  await until(t, 'and it is subscribed again', () => b.get('after') !== undefined)
+  await until('and it is subscribed again', () => b.get('after') !== undefined)
 })
 
 t.test('the periodic check picks up a change whose notice was lost', async (t) => {
@@ -251,7 +237,7 @@ t.test('the periodic check picks up a change whose notice was lost', async (t) =
   await redis.hset(`${prefix}:routes`, 'written', JSON.stringify(route))
   await redis.hset(`${prefix}:routes`, 'broken', '{"id":"broken","match":"nope"}')
   await redis.incr(`${prefix}:routes:version`)
-  await until(t, 'the store finds the route', () => store.get('written') !== undefined)
+  await until('the store finds the route', () => store.get('written') !== undefined)
   t.equal(store.get('broken'), undefined, 'a stored route that does not parse is left out')
   t.equal(store.lookup('written@example.com')?.id, 'written')
 })
