@@ -24,6 +24,7 @@ import { buildAdminServer, type AdminServer } from './admin/server.js'
 import { DeliveryLog } from './delivery/log.js'
 import { Metrics } from './metrics.js'
 import { coalesceWrites } from './coalesce.js'
+import { RedisProbe } from './health.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -129,6 +130,9 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     closers.push(closeRedis(workerRedis))
 
     const durability = await probeDurability(redis)
+    // Readiness: a Redis that is connected but does not answer (frozen) is not ready.
+    const redisProbe = new RedisProbe(redis)
+    closers.push(async () => redisProbe.stop())
     const checkAccept = (route: Route): void => {
       if (route.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
         throw new AppError(
@@ -262,17 +266,24 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             metrics,
             health: {
               ready: () => ready,
-              redis: () => redis.status === 'ready',
+              redis: () => redisProbe.up,
               lmtp: () => lmtp === null || lmtp.listening,
             },
           })
           adminPort = await admin.listen(config.admin.host, config.admin.port)
         }
+        await redisProbe.start()
         ready = true
         return { lmtpPort, lmtpSocket, adminPort }
       },
       async close() {
+        // Readiness first; the listener stays open for SHUTDOWN_DELAY while load balancers and
+        // Services stop sending new connections, then closes.
         ready = false
+        if (lmtp?.listening && config.lmtp.shutdownDelayMs > 0) {
+          log.info({ delayMs: config.lmtp.shutdownDelayMs }, 'not ready; closing the LMTP listener after the shutdown delay')
+          await delay(config.lmtp.shutdownDelayMs, null)
+        }
         const deadline = config.lmtp.shutdownTimeoutMs
         // Sessions finish their transactions while the worker still runs their jobs.
         if (lmtp) await lmtp.close(deadline)

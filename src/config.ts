@@ -26,6 +26,8 @@ export interface Config {
     readonly idleTimeoutMs: number
     readonly dataTimeoutMs: number
     readonly shutdownTimeoutMs: number
+    /** Time between readiness turning false and the listener closing, at shutdown. */
+    readonly shutdownDelayMs: number
   }
   readonly redis: {
     readonly url: string
@@ -249,6 +251,7 @@ export function loadConfig(env: Env): Config {
       idleTimeoutMs: duration(env, 'LMTP_IDLE_TIMEOUT', 300_000, 100),
       dataTimeoutMs: duration(env, 'LMTP_DATA_TIMEOUT', 300_000, 100),
       shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', 25_000, 0),
+      shutdownDelayMs: duration(env, 'SHUTDOWN_DELAY', 5_000, 0),
     },
     redis: {
       url: redisUrl,

@@ -168,7 +168,8 @@ export async function createAdminApp(ctx: AdminContext, options: AdminHttpOption
       schema: {
         tags: ['operations'],
         summary: 'Readiness',
-        description: '200 when started, Redis is reachable and LMTP is listening; 503 otherwise, and from the moment shutdown begins.',
+        description:
+          '200 when started, Redis answers and LMTP is listening; 503 otherwise, and from the moment shutdown begins. Redis answers while the last background PING (one per second) was answered within 1 s.',
         response: {
           200: ref(ReadinessSchema),
           503: ref(ReadinessSchema),

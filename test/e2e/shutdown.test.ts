@@ -3,7 +3,8 @@
  * stream of multi-recipient transactions; SIGTERM arrives while webhook calls are in flight. What
  * an operator relies on:
  *
- * - /readyz answers 503 as soon as shutdown begins, while the admin server still answers;
+ * - /readyz answers 503 as soon as shutdown begins, while the admin server still answers, and the
+ *   LMTP listener still serves new connections for SHUTDOWN_DELAY;
  * - transactions in flight finish; the process exits 0 by itself;
  * - a recipient that got a 250 had (defer mode) or will have (accept mode) its webhook answer 2xx;
  *   a recipient without a 250 got a 4xx or no reply at all, so the MTA retries it; nobody gets a 5xx;
@@ -244,6 +245,11 @@ async function shutDownBusy(t: Test, s: Scenario, release: 'after-not-ready' | '
   await until('readiness to change', async () => (status = await readyz(adminPort)) !== 200, 30_000, 5)
   const notReadyAt = ++traffic.seq
   t.equal(status, 503, `/readyz answers 503 once shutdown begins, while ${inFlight} webhook calls are still held`)
+  if (s.env.SHUTDOWN_DELAY !== undefined) {
+    const late = await LmtpClient.open(service.lmtpPort)
+    t.match(late?.greeting?.[0], /^220 /, 'during SHUTDOWN_DELAY the listener still greets a new connection')
+    late?.destroy()
+  }
 
   if (release === 'after-not-ready') hook.open()
   const code = await service.exited
@@ -311,7 +317,7 @@ async function settledAfterRestart(t: Test, r: Result, s: Scenario): Promise<voi
 t.test('SIGTERM during a stream of transactions (defer mode)', async (t) => {
   const keyPrefix = prefix()
   t.teardown(() => cleanRedis(keyPrefix))
-  const s: Scenario = { mode: 'defer', redisUrl: REDIS_URL, keyPrefix, env: { REPLY_TIMEOUT: '20s', SHUTDOWN_TIMEOUT: '15s' } }
+  const s: Scenario = { mode: 'defer', redisUrl: REDIS_URL, keyPrefix, env: { REPLY_TIMEOUT: '20s', SHUTDOWN_TIMEOUT: '15s', SHUTDOWN_DELAY: '2s' } }
   const r = await shutDownBusy(t, s, 'after-not-ready')
 
   t.same(undelivered(r), [], 'every recipient that got a 250 had its webhook answer 2xx before')

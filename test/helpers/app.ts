@@ -59,6 +59,7 @@ export async function startApp(
     ADMIN_PORT: 'off',
     REPLY_TIMEOUT: '3s',
     SHUTDOWN_TIMEOUT: '2s',
+    SHUTDOWN_DELAY: '0',
     LOG_LEVEL: 'silent',
     ...env,
   })

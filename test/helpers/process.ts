@@ -13,7 +13,7 @@ export interface ServiceProcess {
 
 export async function startService(t: { teardown: (fn: () => unknown) => void }, env: Record<string, string>, timeoutMs = 20_000): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', ...env },
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', SHUTDOWN_DELAY: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
