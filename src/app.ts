@@ -14,6 +14,7 @@ import { RouteStore } from './routing/store.js'
 import { loadRoutesFile } from './routing/file.js'
 import type { Route } from './routing/schema.js'
 import { WebhookClient } from './delivery/http.js'
+import { DestinationGuard } from './delivery/guard.js'
 import { ResultChannel } from './delivery/results.js'
 import { TransactionStore } from './delivery/messages.js'
 import { createQueue, createWorker, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
@@ -95,7 +96,10 @@ function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Me
 }
 
 export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
-  const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile) : []
+  // One set of destination rules: route URLs written as a denied address are refused when the
+  // route is read or created, every connection is checked when it is made.
+  const guard = new DestinationGuard({ allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs })
+  const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile, { guard }) : []
   const metrics = new Metrics()
   const redis = redisClient(config.redis.url, log, 'app', metrics)
   const queueRedis = redisClient(config.redis.url, log, 'queue', metrics)
@@ -144,7 +148,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     }
     for (const r of fileRoutes) checkAccept(r)
 
-    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }) })
+    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }), guard })
     closers.push(() => routes.close())
     for (const r of routes.list())
       if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
@@ -156,7 +160,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     const channel = await ResultChannel.open(redis, config.redis.prefix, log.child({ part: 'results' }), hasListener)
     closers.push(() => channel.close())
     const client = new WebhookClient({
-      guard: { allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs },
+      guard,
       connectTimeoutMs: config.delivery.connectTimeoutMs,
     })
     closers.push(() => client.close())

@@ -3,8 +3,9 @@
  * validation and OpenAPI) and its normalised form (`Route`) that the rest of the service uses.
  *
  * `parseRoute` runs the schema first (shape, types, enums, syntax) and then the checks JSON Schema
- * cannot express (URL parsing, secret lengths, reserved header names, pattern syntax, reply
- * codes). Every error is one ROUTE_ERR_INVALID whose message names the route and the field.
+ * cannot express (URL parsing, a host written as a denied address, secret lengths, reserved
+ * header names, pattern syntax, reply codes). Every error is one ROUTE_ERR_INVALID whose message
+ * names the route and the field.
  */
 import { createHash } from 'node:crypto'
 import Type, { type Static } from 'typebox'
@@ -12,6 +13,7 @@ import { Compile } from 'typebox/compile'
 import type { TLocalizedValidationError } from 'typebox/error'
 import { parseDuration, parseSize } from '../config.js'
 import { AppError } from '../errors.js'
+import { DestinationGuard } from '../delivery/guard.js'
 import { enhancedMatches, isReplyCode, sanitizeText } from '../lmtp/reply.js'
 import { parsePattern, PATTERN_FORMS } from './pattern.js'
 
@@ -309,7 +311,7 @@ class Problems {
   }
 }
 
-function httpUrl(problems: Problems, field: string, raw: string): string {
+function httpUrl(problems: Problems, field: string, raw: string, guard: DestinationGuard | null): string {
   let url: URL
   try {
     url = new URL(raw)
@@ -321,7 +323,30 @@ function httpUrl(problems: Problems, field: string, raw: string): string {
   else if (url.hostname === '') problems.add(field, 'an http(s) URL with a host', shown(raw))
   else if (url.username !== '' || url.password !== '')
     problems.add(field, 'an http(s) URL without credentials (put them in headers, such as Authorization)', `a URL with user info for ${url.host}`)
+  else {
+    const verdict = guard?.checkUrl(url.href)
+    if (verdict && !verdict.allowed) {
+      problems.add(
+        field,
+        'an http(s) URL whose host is not a denied address (see WEBHOOK_ALLOW_CIDRS and WEBHOOK_DENY_CIDRS)',
+        `${shown(raw)}, whose host is the address ${verdict.address} (${verdict.reason})`,
+      )
+    }
+  }
   return url.href
+}
+
+/** The guard of the default deny list only: what a route is checked against when the caller gives none. */
+const DEFAULT_GUARD = new DestinationGuard()
+
+export interface ParseRouteOptions {
+  /**
+   * The destination rules a URL host written as an IP address must pass (the service's connect-time
+   * guard, with WEBHOOK_ALLOW_CIDRS / WEBHOOK_DENY_CIDRS); default: the default deny list. `null`
+   * skips the check: routes already stored, which were checked when they were created, keep
+   * loading after the rules change (the connect-time guard still refuses them).
+   */
+  readonly guard?: DestinationGuard | null
 }
 
 function durationMs(problems: Problems, field: string, value: number | string | undefined, fallback: number, limits: { min: number; max: number }): number {
@@ -400,7 +425,8 @@ function checkReplies(problems: Problems, replies: RouteDefinition['replies']): 
  * Validates a route definition and returns it normalised. `where` names it in messages
  * (`routes[2]`, `route`); a ROUTE_ERR_INVALID lists every problem found, each naming its field.
  */
-export function parseRoute(input: unknown, where: string, source: RouteSource = 'file'): Route {
+export function parseRoute(input: unknown, where: string, source: RouteSource = 'file', options: ParseRouteOptions = {}): Route {
+  const guard = options.guard === undefined ? DEFAULT_GUARD : options.guard
   const label = routeLabel(where, input)
   const fail = (lines: readonly string[]): never => {
     const message = lines.length === 1 ? `${label}: ${lines[0]}` : `${label}: ${lines.length} problems: ${lines.join('; ')}`
@@ -419,8 +445,8 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
   } catch (err) {
     problems.lines.push((err as Error).message)
   }
-  const url = httpUrl(problems, 'url', def.url)
-  const recipientCheckUrl = def.recipientCheckUrl === undefined ? undefined : httpUrl(problems, 'recipientCheckUrl', def.recipientCheckUrl)
+  const url = httpUrl(problems, 'url', def.url, guard)
+  const recipientCheckUrl = def.recipientCheckUrl === undefined ? undefined : httpUrl(problems, 'recipientCheckUrl', def.recipientCheckUrl, guard)
   const secrets = checkSecrets(problems, def)
   const headers = checkHeaders(problems, def.headers)
   const timeoutMs = def.timeout === undefined ? undefined : durationMs(problems, 'timeout', def.timeout, 0, LIMITS.timeoutMs)

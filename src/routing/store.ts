@@ -17,6 +17,7 @@ import type { Redis } from 'ioredis'
 import { AppError, isAppError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { parseRoute, routeToDefinition, type Route } from './schema.js'
+import type { DestinationGuard } from '../delivery/guard.js'
 import { RouteTable } from './table.js'
 
 export interface RouteStoreOptions {
@@ -31,6 +32,11 @@ export interface RouteStoreOptions {
   readonly logger: Logger
   /** Period of the safety-net version check, ms (default 5000). */
   readonly reloadIntervalMs?: number
+  /**
+   * Destination rules for routes created or replaced here (a URL host written as a denied address
+   * is refused); default: the default deny list. Routes already stored are not checked again.
+   */
+  readonly guard?: DestinationGuard
 }
 
 export type RouteChangeListener = (table: RouteTable) => void
@@ -115,6 +121,7 @@ export class RouteStore {
   private readonly subscriber: Redis
   private readonly ownSubscriber: boolean
   private readonly log: Logger
+  private readonly guard: DestinationGuard | undefined
   private readonly fileRoutes: readonly Route[]
   private readonly fileTable: RouteTable
   private readonly keys: { routes: string; patterns: string; version: string; channel: string }
@@ -137,6 +144,7 @@ export class RouteStore {
     this.ownSubscriber = options.subscriber === undefined
     this.subscriber = options.subscriber ?? options.redis.duplicate()
     this.log = options.logger.child({ component: 'routes' })
+    this.guard = options.guard
     if (this.ownSubscriber) this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route subscriber error'))
     this.current = this.fileTable
     const p = options.prefix
@@ -190,7 +198,7 @@ export class RouteStore {
 
   /** Creates an API route. ROUTE_ERR_INVALID for a bad definition; ROUTE_ERR_DUPLICATE for a taken id or pattern. */
   async create(definition: unknown): Promise<Route> {
-    const route = parseRoute(definition, 'route', 'api')
+    const route = parseRoute(definition, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, undefined)
     const [status, detail] = await runScript(this.redis, CREATE, this.keyList(), [
       route.id,
@@ -221,7 +229,7 @@ export class RouteStore {
         })
       }
     }
-    const route = parseRoute(input, 'route', 'api')
+    const route = parseRoute(input, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, id)
     const [status, detail] = await runScript(this.redis, REPLACE, this.keyList(), [
       route.id,
@@ -351,7 +359,7 @@ export class RouteStore {
     for (const id of Object.keys(stored).sort()) {
       let route: Route
       try {
-        route = parseRoute(JSON.parse(stored[id]!), `stored route "${id}"`, 'api')
+        route = parseRoute(JSON.parse(stored[id]!), `stored route "${id}"`, 'api', { guard: null })
       } catch (err) {
         this.log.error({ err: isAppError(err) ? err.message : err, id }, 'ignoring a stored route that does not parse')
         continue
