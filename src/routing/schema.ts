@@ -20,7 +20,7 @@ import { parsePattern, PATTERN_FORMS } from './pattern.js'
 export const ROUTE_ID = '^[a-z0-9][a-z0-9_-]{0,63}$'
 const HTTP_URL = '^[hH][tT][tT][pP][sS]?://\\S+$'
 const SECRET = '^whsec_[A-Za-z0-9+/]+={0,2}$'
-const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
+const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)?$'
 const SIZE = '^\\d+\\s*([kKmMgG]i?[bB]?|[bB])?$'
 // RFC 9110 token
 const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -40,8 +40,9 @@ export const LIMITS = {
   url: 2048,
 } as const
 
+/** A duration: a number of seconds, or a string with a unit (`500ms`, `10s`, `2m`; without one, seconds), as in the environment. */
 const Duration = (description: string, defaultValue?: string) =>
-  Type.Union([Type.Integer({ minimum: 0 }), Type.String({ pattern: DURATION })], {
+  Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION })], {
     description,
     ...(defaultValue === undefined ? {} : { default: defaultValue }),
   })
@@ -78,7 +79,7 @@ export const RouteDefinitionSchema = Type.Object(
         description: 'Extra request headers, such as Authorization.',
       }),
     ),
-    timeout: Type.Optional(Duration('Deadline of one webhook attempt: milliseconds, or a string such as "10s".')),
+    timeout: Type.Optional(Duration('Deadline of one webhook attempt: seconds, or a string such as "10s" or "500ms".')),
     mode: Type.Optional(
       Type.Enum(['defer', 'accept'], {
         default: 'defer',
@@ -91,8 +92,8 @@ export const RouteDefinitionSchema = Type.Object(
           attempts: Type.Optional(
             Type.Integer({ minimum: LIMITS.attempts.min, maximum: LIMITS.attempts.max, default: 10, description: 'Attempts in all (accept mode).' }),
           ),
-          backoff: Type.Optional(Duration('Delay before the first retry; doubles each retry.', '30s')),
-          maxDelay: Type.Optional(Duration('Longest delay between two retries.', '1h')),
+          backoff: Type.Optional(Duration('Delay before the first retry (seconds, or a string such as "30s"); doubles each retry.', '30s')),
+          maxDelay: Type.Optional(Duration('Longest delay between two retries (seconds, or a string such as "1h").', '1h')),
         },
         { additionalProperties: false },
       ),
@@ -190,12 +191,12 @@ const EXPECTED: Record<string, string> = {
   'secrets.*': 'a secret "whsec_" followed by base64 of 24 to 64 bytes',
   headers: `a map of header name to value (at most ${LIMITS.headers})`,
   'headers.*': `a header value of at most ${LIMITS.headerValue} characters without line breaks`,
-  timeout: 'a duration: milliseconds or a string such as "10s", "500ms", "2m"',
+  timeout: 'a duration: seconds or a string such as "10s", "500ms", "2m"',
   mode: 'one of "defer", "accept"',
   retry: 'a map with attempts, backoff and maxDelay',
   'retry.attempts': `an integer from ${LIMITS.attempts.min} to ${LIMITS.attempts.max}`,
-  'retry.backoff': 'a duration: milliseconds or a string such as "30s", "5m"',
-  'retry.maxDelay': 'a duration: milliseconds or a string such as "1h", "30m"',
+  'retry.backoff': 'a duration: seconds or a string such as "30s", "5m"',
+  'retry.maxDelay': 'a duration: seconds or a string such as "1h", "30m"',
   maxInlineAttachmentBytes: 'a size in bytes or a string such as "10MiB", "512KiB" (0 = metadata only)',
   recipientCheckUrl: 'an http(s) URL',
   replies: 'a map whose keys are an HTTP status ("404"), a class ("4xx"), "timeout" or "error"',
@@ -351,7 +352,8 @@ export interface ParseRouteOptions {
 
 function durationMs(problems: Problems, field: string, value: number | string | undefined, fallback: number, limits: { min: number; max: number }): number {
   if (value === undefined) return fallback
-  const ms = typeof value === 'number' ? value : parseDuration(value)
+  // A bare number is seconds, as in the environment (parseDuration reads "30" the same way).
+  const ms = typeof value === 'number' ? Math.round(value * 1000) : parseDuration(value)
   if (ms === null || ms < limits.min || ms > limits.max) {
     problems.add(field, `a duration from ${limits.min} ms to ${limits.max} ms (such as "10s", "500ms", "2m")`, shown(value))
     return fallback
@@ -482,7 +484,10 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
   }
 }
 
-/** The definition that `parseRoute` turns back into the same route (what the store keeps). */
+/**
+ * The definition that `parseRoute` turns back into the same route (what the store keeps).
+ * Durations are written with their unit (`"1500ms"`), never as bare numbers.
+ */
 export function routeToDefinition(route: Route): RouteDefinition {
   const def: RouteDefinition = {
     id: route.id,
@@ -490,12 +495,12 @@ export function routeToDefinition(route: Route): RouteDefinition {
     url: route.url,
     format: route.format,
     mode: route.mode,
-    retry: { attempts: route.retry.attempts, backoff: route.retry.backoffMs, maxDelay: route.retry.maxDelayMs },
+    retry: { attempts: route.retry.attempts, backoff: `${route.retry.backoffMs}ms`, maxDelay: `${route.retry.maxDelayMs}ms` },
     maxInlineAttachmentBytes: route.maxInlineAttachmentBytes,
   }
   if (route.secrets.length > 0) def.secrets = [...route.secrets]
   if (Object.keys(route.headers).length > 0) def.headers = { ...route.headers }
-  if (route.timeoutMs !== undefined) def.timeout = route.timeoutMs
+  if (route.timeoutMs !== undefined) def.timeout = `${route.timeoutMs}ms`
   if (route.recipientCheckUrl !== undefined) def.recipientCheckUrl = route.recipientCheckUrl
   if (Object.keys(route.replies).length > 0) {
     def.replies = Object.fromEntries(

@@ -3,7 +3,10 @@
  * Redis), compiled into one in-memory RouteTable. Lookups never touch Redis.
  *
  * Redis keys (all under the service prefix):
- *   <prefix>:routes            hash  id → route definition JSON (secrets included: needed to sign)
+ *   <prefix>:routes            hash  id → route definition JSON (secrets included: needed to sign);
+ *                                    durations with their unit ("30000ms"). Definitions written
+ *                                    before bare numbers meant seconds have numbers of
+ *                                    milliseconds there, and are read as such (`storedDefinition`).
  *   <prefix>:routes:patterns   hash  normalised pattern → id (pattern uniqueness)
  *   <prefix>:routes:version    counter, bumped by every change
  *   <prefix>:routes:changed    pub/sub channel; the message is the new version
@@ -114,6 +117,27 @@ function duplicateError(route: Route, field: 'id' | 'match', owner: string, inFi
       ? `route (id "${route.id}"): id: "${route.id}" is already the id of a route${where}`
       : `route (id "${route.id}"): match: "${route.match}" is already the pattern of route "${owner}"${where}`
   return new AppError('ROUTE_ERR_DUPLICATE', message, { field, id: route.id, conflictingId: owner })
+}
+
+/**
+ * A stored definition as `parseRoute` reads it today. The store used to write the durations
+ * (`timeout`, `retry.backoff`, `retry.maxDelay`) as numbers of milliseconds; it writes strings with
+ * a unit now, and a bare number in a route means seconds, so a number found here is one of those
+ * older definitions and becomes `"<n>ms"`, keeping its meaning.
+ */
+export function storedDefinition(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value
+  const def = { ...(value as Record<string, unknown>) }
+  const ms = (v: unknown): unknown => (typeof v === 'number' ? `${v}ms` : v)
+  if ('timeout' in def) def.timeout = ms(def.timeout)
+  const retry = def.retry
+  if (retry !== null && typeof retry === 'object' && !Array.isArray(retry)) {
+    const r = { ...(retry as Record<string, unknown>) }
+    if ('backoff' in r) r.backoff = ms(r.backoff)
+    if ('maxDelay' in r) r.maxDelay = ms(r.maxDelay)
+    def.retry = r
+  }
+  return def
 }
 
 export class RouteStore {
@@ -359,7 +383,7 @@ export class RouteStore {
     for (const id of Object.keys(stored).sort()) {
       let route: Route
       try {
-        route = parseRoute(JSON.parse(stored[id]!), `stored route "${id}"`, 'api', { guard: null })
+        route = parseRoute(storedDefinition(JSON.parse(stored[id]!)), `stored route "${id}"`, 'api', { guard: null })
       } catch (err) {
         this.log.error({ err: isAppError(err) ? err.message : err, id }, 'ignoring a stored route that does not parse')
         continue

@@ -247,3 +247,33 @@ t.test('conflicting file routes are refused at open', async (t) => {
   const twice = [...fileRoutes, parseRoute(def('copy', 'SUPPORT@example.com'), 'routes[2]')]
   await rejection(open({ fileRoutes: twice }), 'ROUTE_ERR_DUPLICATE')
 })
+
+t.test('durations: written with their unit; definitions stored with numbers of milliseconds keep their meaning', async (t) => {
+  const { prefix, redis, open } = await setup(t)
+  const store = await open()
+  await store.create({ id: 'new', match: 'new@example.com', url: 'http://127.0.0.1:1/new', timeout: 30, retry: { backoff: 2, maxDelay: '1h' } })
+  const written = JSON.parse((await redis.hget(`${prefix}:routes`, 'new'))!) as Record<string, any>
+  t.equal(written.timeout, '30000ms', 'timeout is stored with its unit')
+  t.same([written.retry.backoff, written.retry.maxDelay], ['2000ms', '3600000ms'], 'so are the retry delays')
+  t.equal(store.get('new')?.timeoutMs, 30_000, 'timeout: 30 in the API is 30 s')
+
+  // A definition the store wrote before a bare number meant seconds.
+  const older = {
+    id: 'older',
+    match: 'older@example.com',
+    url: 'http://127.0.0.1:1/older',
+    timeout: 1500,
+    retry: { attempts: 3, backoff: 100, maxDelay: 2000 },
+  }
+  await redis
+    .multi()
+    .hset(`${prefix}:routes`, 'older', JSON.stringify(older))
+    .hset(`${prefix}:routes:patterns`, 'older@example.com', 'older')
+    .incr(`${prefix}:routes:version`)
+    .exec()
+  const reopened = await open()
+  const route = reopened.get('older')
+  t.equal(route?.timeoutMs, 1500, 'its timeout is still 1500 ms')
+  t.same(route?.retry, { attempts: 3, backoffMs: 100, maxDelayMs: 2000 }, 'its retry delays are still milliseconds')
+  t.equal(reopened.get('new')?.timeoutMs, 30_000, 'and the new one is still 30 s')
+})
