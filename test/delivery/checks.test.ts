@@ -73,6 +73,7 @@ t.test('secrets and credentials never reach the logs', async (t) => {
     ADMIN_PORT: 'off',
     ROUTES_FILE: file,
     LMTP_DOMAINS: 'example.com',
+    SHUTDOWN_DELAY: '0',
   })
   const app = await buildApp(config, log)
   const { lmtpPort } = await app.start()
