@@ -57,12 +57,14 @@ export interface App {
 type ConnectionRole = 'app' | 'queue' | 'worker'
 
 /**
- * Three connections, because their roles differ:
- * - `app` (routes, result channel, delivery log, admin).
+ * Three clients, because their roles differ, and three duplicates of them (six connections with
+ * ROLE=all, five with listener or worker; docs/architecture.md, "Redis connections"):
+ * - `app` (routes, result channel, delivery log, admin, readiness PING), duplicated by the route
+ *   store and by the result channel (listener roles) to subscribe.
  * - `queue` (the BullMQ queue and the transaction store). The transaction and its jobs go out on
  *   this one connection in order, so Redis has stored the message before any job for it exists.
- * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
- *   Redis instead of failing commands, as BullMQ requires.
+ * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait, worker roles):
+ *   waits forever for Redis instead of failing commands, as BullMQ requires.
  * Each of the three coalesces its writes per event-loop turn (`coalesce.ts`; not the duplicates
  * made for subscribing and for BullMQ's blocking wait, which write little): on this machine class the
  * system call, not Redis, is the cost. ioredis's auto-pipelining would do it per tick, but it
