@@ -64,12 +64,13 @@ export async function startApp(
     ...env,
   })
   const app = await buildApp(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), hooks)
-  const started = await app.start()
   let closed = false
+  // Registered before start(): an app whose start fails (a listener that cannot bind) still closes.
   t.teardown(async () => {
     if (!closed) await app.close()
     closed = true
     if (options.clean !== false) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
   })
+  const started = await app.start()
   return { ...started, app, prefix: p }
 }
