@@ -4,9 +4,9 @@
  */
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { startApp } from './helpers/app.js'
-import { privateRedis } from './helpers/redis.js'
-import { until } from './helpers/until.js'
+import { startApp } from '../helpers/app.js'
+import { privateRedis } from '../helpers/redis.js'
+import { until } from '../helpers/until.js'
 
 /** Connection names of everyone but the probe; BullMQ names its blocking connection `<prefix>:<base64 queue name>`. */
 async function clients(probe: Redis, keyPrefix: string): Promise<string[]> {

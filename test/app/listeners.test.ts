@@ -10,12 +10,12 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { routesFile, startApp, cleanRedis, prefix, REDIS_URL } from './helpers/app.js'
-import { converse, dataReplies, transaction } from './helpers/lmtp-client.js'
-import { startService } from './helpers/process.js'
-import { until } from './helpers/until.js'
-import { webhook } from './helpers/webhook.js'
-import { isAppError } from '../src/errors.js'
+import { routesFile, startApp, cleanRedis, prefix, REDIS_URL } from '../helpers/app.js'
+import { converse, dataReplies, transaction } from '../helpers/lmtp-client.js'
+import { startService } from '../helpers/process.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
+import { isAppError } from '../../src/errors.js'
 
 function socketDir(t: { teardown: (fn: () => unknown) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'lmtp-webhook-socket-'))
