@@ -14,6 +14,7 @@ import { RouteStore } from './routing/store.js'
 import { loadRoutesFile } from './routing/file.js'
 import type { Route } from './routing/schema.js'
 import { WebhookClient } from './delivery/http.js'
+import { DestinationGuard } from './delivery/guard.js'
 import { ResultChannel } from './delivery/results.js'
 import { TransactionStore } from './delivery/messages.js'
 import { createQueue, createWorker, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
@@ -27,6 +28,7 @@ import { coalesceWrites } from './coalesce.js'
 import { RouteState } from './routing/state.js'
 import { DeliveryGate } from './delivery/limits.js'
 import { OperationalEvents } from './delivery/events.js'
+import { RedisProbe } from './health.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -61,12 +63,14 @@ export interface App {
 type ConnectionRole = 'app' | 'queue' | 'worker'
 
 /**
- * Three connections, because their roles differ:
- * - `app` (routes, result channel, delivery log, admin).
+ * Three clients, because their roles differ, and three duplicates of them (six connections with
+ * ROLE=all, five with listener or worker; docs/architecture.md, "Redis connections"):
+ * - `app` (routes, result channel, delivery log, admin, readiness PING), duplicated by the route
+ *   store and by the result channel (listener roles) to subscribe.
  * - `queue` (the BullMQ queue and the transaction store). The transaction and its jobs go out on
  *   this one connection in order, so Redis has stored the message before any job for it exists.
- * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait): waits forever for
- *   Redis instead of failing commands, as BullMQ requires.
+ * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait, worker roles):
+ *   waits forever for Redis instead of failing commands, as BullMQ requires.
  * Each of the three coalesces its writes per event-loop turn (`coalesce.ts`; not the duplicates
  * made for subscribing and for BullMQ's blocking wait, which write little): on this machine class the
  * system call, not Redis, is the cost. ioredis's auto-pipelining would do it per tick, but it
@@ -100,7 +104,10 @@ function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Me
 }
 
 export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
-  const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile) : []
+  // One set of destination rules: route URLs written as a denied address are refused when the
+  // route is read or created, every connection is checked when it is made.
+  const guard = new DestinationGuard({ allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs })
+  const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile, { guard }) : []
   const metrics = new Metrics()
   const redis = redisClient(config.redis.url, log, 'app', metrics)
   const queueRedis = redisClient(config.redis.url, log, 'queue', metrics)
@@ -135,6 +142,9 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     closers.push(closeRedis(workerRedis))
 
     const durability = await probeDurability(redis)
+    // Readiness: a Redis that is connected but does not answer (frozen) is not ready.
+    const redisProbe = new RedisProbe(redis)
+    closers.push(async () => redisProbe.stop())
     const checkAccept = (route: Route): void => {
       if (route.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
         throw new AppError(
@@ -146,7 +156,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     }
     for (const r of fileRoutes) checkAccept(r)
 
-    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }) })
+    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }), guard })
     closers.push(() => routes.close())
     for (const r of routes.list())
       if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
@@ -158,7 +168,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     const channel = await ResultChannel.open(redis, config.redis.prefix, log.child({ part: 'results' }), hasListener)
     closers.push(() => channel.close())
     const client = new WebhookClient({
-      guard: { allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs },
+      guard,
       connectTimeoutMs: config.delivery.connectTimeoutMs,
     })
     closers.push(() => client.close())
@@ -331,17 +341,24 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             events,
             health: {
               ready: () => ready,
-              redis: () => redis.status === 'ready',
+              redis: () => redisProbe.up,
               lmtp: () => lmtp === null || lmtp.listening,
             },
           })
           adminPort = await admin.listen(config.admin.host, config.admin.port)
         }
+        await redisProbe.start()
         ready = true
         return { lmtpPort, lmtpSocket, adminPort }
       },
       async close() {
+        // Readiness first; the listener stays open for SHUTDOWN_DELAY while load balancers and
+        // Services stop sending new connections, then closes.
         ready = false
+        if (lmtp?.listening && config.lmtp.shutdownDelayMs > 0) {
+          log.info({ delayMs: config.lmtp.shutdownDelayMs }, 'not ready; closing the LMTP listener after the shutdown delay')
+          await delay(config.lmtp.shutdownDelayMs, null)
+        }
         const deadline = config.lmtp.shutdownTimeoutMs
         // Sessions finish their transactions while the worker still runs their jobs.
         if (lmtp) await lmtp.close(deadline)

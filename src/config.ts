@@ -50,6 +50,8 @@ export interface Config {
     readonly allowCidrs: readonly string[]
     /** The PROXY protocol; null when off. */
     readonly proxy: { readonly trustedCidrs: readonly string[] } | null
+    /** Time between readiness turning false and the listener closing, at shutdown. */
+    readonly shutdownDelayMs: number
   }
   readonly redis: {
     readonly url: string
@@ -354,6 +356,7 @@ export function loadConfig(env: Env): Config {
       auth,
       allowCidrs: cidrs(env, 'LMTP_ALLOW_CIDRS'),
       proxy: proxyProtocol ? { trustedCidrs } : null,
+      shutdownDelayMs: duration(env, 'SHUTDOWN_DELAY', 5_000, 0),
     },
     redis: {
       url: redisUrl,

@@ -32,6 +32,12 @@ export const ErrorCodes = {
   ADMIN_ERR_UNSUPPORTED_MEDIA_TYPE: 'Unsupported request content type',
   ADMIN_ERR_UNAVAILABLE: 'A backing service (Redis) is unavailable',
   ADMIN_ERR_INTERNAL: 'Internal error',
+  ADMIN_ERR_BAD_REQUEST: 'Malformed HTTP request',
+  ADMIN_ERR_METHOD_NOT_ALLOWED: 'Method not allowed on this path',
+  ADMIN_ERR_TIMEOUT: 'Request not received in time',
+  ADMIN_ERR_URI_TOO_LONG: 'Request path too long',
+  ADMIN_ERR_EXPECTATION_FAILED: 'Unsupported Expect header',
+  ADMIN_ERR_HEADERS_TOO_LARGE: 'Request headers too large',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

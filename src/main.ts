@@ -43,7 +43,7 @@ async function main(): Promise<void> {
         log.error('shutdown took too long, exiting')
         process.exit(1)
       },
-      config.lmtp.shutdownTimeoutMs * 2 + 5000,
+      config.lmtp.shutdownDelayMs + config.lmtp.shutdownTimeoutMs * 2 + 5000,
     )
     hard.unref()
     app.close().then(

@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { setImmediate as turn } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { coalesceWrites } from '../src/coalesce.js'
+import { until } from './helpers/until.js'
 
 async function pair(t: Test): Promise<{ client: net.Socket; received: () => string; chunks: () => number }> {
   let data = ''
@@ -35,7 +36,7 @@ t.test('writes of one event-loop turn are held until the turn ends, then leave t
   t.equal(client.writableLength, 3, 'nothing has been handed to the kernel yet')
   await turn()
   t.equal(client.writableCorked, 0, 'uncorked once the turn is over')
-  for (let i = 0; i < 50 && received().length < 3; i++) await new Promise((r) => setTimeout(r, 10))
+  await until('the three writes to arrive', () => received().length >= 3)
   t.equal(received(), 'abc')
   t.equal(chunks(), 1, 'the server read the three writes as one segment')
 })
@@ -54,7 +55,7 @@ t.test('order is kept across many turns, write callbacks run, installing twice c
   }
   t.equal(client.writableCorked, 1, 'one cork per turn, not one per install')
   await turn()
-  for (let i = 0; i < 100 && received().length < expected.length; i++) await new Promise((r) => setTimeout(r, 10))
+  await until('every write to arrive', () => received().length >= expected.length)
   t.equal(received(), expected)
   t.equal(callbacks, 200)
 })

@@ -267,7 +267,7 @@ export const ReadinessSchema = Type.Object(
     checks: Type.Object(
       {
         started: Type.Boolean({ description: 'Started and not shutting down.' }),
-        redis: Type.Boolean({ description: 'The command connection to Redis is ready.' }),
+        redis: Type.Boolean({ description: 'The last background PING to Redis (one per second) was answered within 1 s.' }),
         lmtp: Type.Boolean({ description: 'The LMTP listener is listening (always true for ROLE=worker).' }),
       },
       { additionalProperties: false },

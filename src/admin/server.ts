@@ -7,14 +7,15 @@
  * `{ "error": { code, message, details? } }` (see errors.ts).
  */
 import { readFileSync } from 'node:fs'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifySchemaCompiler } from 'fastify'
+import type { ServerOptions } from 'node:http'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifySchemaCompiler } from 'fastify'
 import swagger from '@fastify/swagger'
 import type { TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { Value } from 'typebox/value'
 import type { AdminContext, AdminFastify } from './context.js'
 import { tokenCheck } from './auth.js'
-import { adminError, mapError } from './errors.js'
+import { adminError, mapClientError, mapError, rawResponse, MAX_PARAM_LENGTH } from './errors.js'
 import { routesApi } from './routes.js'
 import { deliveriesApi } from './deliveries.js'
 import { HealthSchema, ReadinessSchema, SHARED_SCHEMAS, ref } from './schemas.js'
@@ -61,13 +62,72 @@ function loadPayloadSchema(): string | null {
   }
 }
 
+/** Methods a path may be told it allows (405 ADMIN_ERR_METHOD_NOT_ALLOWED lists them in `Allow`). */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const
+
+export interface AdminHttpOptions {
+  /** How long the request line and headers may take to arrive (Node's `headersTimeout`; tests shorten it). */
+  readonly headersTimeoutMs?: number
+}
+
 /** Builds the Fastify instance with every route; touches `ctx` only when requests arrive. */
-export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
+export async function createAdminApp(ctx: AdminContext, options: AdminHttpOptions = {}): Promise<AdminFastify> {
+  // Deny by default: everything but the public routes needs a token, unknown paths included. The
+  // decision rests on the route the router matched, never on the raw URL (`/%761/routes` is
+  // routed to /v1/routes).
+  let check: ((authorization: string | undefined) => boolean) | null = null
+  const unauthorized = (req: FastifyRequest, res: FastifyReply): Error | null => {
+    const tokens = ctx.config.admin.tokens
+    if (tokens.length === 0 && ctx.config.admin.allowNoAuth) return null
+    check ??= tokenCheck(tokens)
+    if (check(req.headers.authorization)) return null
+    res.header('www-authenticate', 'Bearer realm="lmtp-webhook"')
+    return adminError(
+      'ADMIN_ERR_UNAUTHORIZED',
+      req.headers.authorization === undefined
+        ? 'authorization: expected "Bearer <token>", got nothing'
+        : 'authorization: expected "Bearer <token>" with a valid token',
+    )
+  }
+  const send = (res: FastifyReply, err: unknown): FastifyReply => {
+    const mapped = mapError(err)
+    return res.code(mapped.status).send(mapped.body)
+  }
+
+  const http: ServerOptions = {
+    // A request without Host gets the error shape from the onRequest hook, not Node's empty 400.
+    requireHostHeader: false,
+    ...(options.headersTimeoutMs === undefined
+      ? {}
+      : { headersTimeout: options.headersTimeoutMs, connectionsCheckingInterval: Math.max(10, Math.floor(options.headersTimeoutMs / 4)) }),
+  }
   const fastify = Fastify({
     loggerInstance: ctx.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    http,
+    // Errors raised before routing (bad percent-encoding, an over-long path parameter) answer the
+    // error shape too, and only to a caller with a token, like an unknown path.
+    frameworkErrors: (err, req, res) => send(res, unauthorized(req, res) ?? err),
+    // What Node's HTTP parser rejects (there is no request to answer through Fastify).
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return
+      if (socket.writable) socket.write(rawResponse(mapClientError(err)))
+      socket.destroy()
+    },
+    // Fastify would answer requests that arrive while it closes with its own 503 body; they are
+    // served instead (with `connection: close`): the admin server closes last, before Redis.
+    return503OnClosing: false,
   }) as unknown as AdminFastify
+  // An Expect other than 100-continue: Node would answer 417 with an empty body.
+  fastify.server.on('checkExpectation', (_req, res) => {
+    const mapped = mapError(adminError('ADMIN_ERR_EXPECTATION_FAILED', 'expect: only 100-continue is supported'))
+    const json = JSON.stringify(mapped.body)
+    res
+      .writeHead(mapped.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(json), connection: 'close' })
+      .end(json)
+  })
   fastify.setValidatorCompiler(validatorCompiler)
   // JSON only: any other body is 415 ADMIN_ERR_UNSUPPORTED_MEDIA_TYPE.
   fastify.removeContentTypeParser('text/plain')
@@ -78,27 +138,18 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
     return res.code(mapped.status).send(mapped.body)
   })
   fastify.setNotFoundHandler((req, res) => {
-    const mapped = mapError(adminError('ADMIN_ERR_NOT_FOUND', `${req.method} ${req.url.split('?')[0]}: no such endpoint`))
-    return res.code(mapped.status).send(mapped.body)
+    const path = req.url.split('?')[0] ?? '/'
+    const allowed = METHODS.filter((method) => fastify.findRoute({ method, url: path }) !== null)
+    if (allowed.length === 0) return send(res, adminError('ADMIN_ERR_NOT_FOUND', `${req.method} ${path}: no such endpoint`))
+    res.header('allow', allowed.join(', '))
+    return send(res, adminError('ADMIN_ERR_METHOD_NOT_ALLOWED', `${req.method} ${path}: expected one of ${allowed.join(', ')}`, { allow: allowed }))
   })
 
-  // Deny by default: everything but these routes needs a token, unknown paths included. The
-  // decision rests on the route the router matched, never on the raw URL (`/%761/routes` is
-  // routed to /v1/routes).
-  let check: ((authorization: string | undefined) => boolean) | null = null
   fastify.addHook('onRequest', async (req, res) => {
+    if (req.headers.host === undefined && req.raw.httpVersion === '1.1') throw adminError('ADMIN_ERR_BAD_REQUEST', 'host: required in an HTTP/1.1 request')
     if (PUBLIC_ROUTES.has(req.routeOptions.url ?? '')) return
-    const tokens = ctx.config.admin.tokens
-    if (tokens.length === 0 && ctx.config.admin.allowNoAuth) return
-    check ??= tokenCheck(tokens)
-    if (check(req.headers.authorization)) return
-    res.header('www-authenticate', 'Bearer realm="lmtp-webhook"')
-    throw adminError(
-      'ADMIN_ERR_UNAUTHORIZED',
-      req.headers.authorization === undefined
-        ? 'authorization: expected "Bearer <token>", got nothing'
-        : 'authorization: expected "Bearer <token>" with a valid token',
-    )
+    const denied = unauthorized(req, res)
+    if (denied) throw denied
   })
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema)
@@ -118,7 +169,8 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
       schema: {
         tags: ['operations'],
         summary: 'Readiness',
-        description: '200 when started, Redis is reachable and LMTP is listening; 503 otherwise, and from the moment shutdown begins.',
+        description:
+          '200 when started, Redis answers and LMTP is listening; 503 otherwise, and from the moment shutdown begins. Redis answers while the last background PING (one per second) was answered within 1 s.',
         response: {
           200: ref(ReadinessSchema),
           503: ref(ReadinessSchema),
@@ -163,8 +215,8 @@ export async function createAdminApp(ctx: AdminContext): Promise<AdminFastify> {
   return fastify
 }
 
-export async function buildAdminServer(ctx: AdminContext): Promise<AdminServer> {
-  const fastify = await createAdminApp(ctx)
+export async function buildAdminServer(ctx: AdminContext, options: AdminHttpOptions = {}): Promise<AdminServer> {
+  const fastify = await createAdminApp(ctx, options)
   return {
     fastify,
     async listen(host, port) {

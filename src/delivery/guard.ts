@@ -1,7 +1,9 @@
 /**
  * Destination guard: decides which IP addresses a webhook may connect to, and enforces it at
  * connect time, after DNS resolution, so a hostname that resolves (or re-resolves) to a forbidden
- * address is refused just like a literal IP.
+ * address is refused just like a literal IP. The same rules refuse a route URL whose host is
+ * written as a denied address when the route is created (`checkUrl`, used by the route parser), so
+ * a mistyped route fails at once instead of as endless 451s; names are left to connect time.
  *
  * Rules, first match wins:
  * 1. An address inside an extra deny entry (`WEBHOOK_DENY_CIDRS`) is refused.
@@ -113,6 +115,18 @@ export interface GuardOptions {
 
 export type GuardVerdict = { readonly allowed: true } | { readonly allowed: false; readonly reason: string }
 
+/**
+ * The IP address a URL host is written as, or `null` for a name. `hostname` is what the WHATWG
+ * URL parser left (`new URL(u).hostname`): it has already turned every other spelling of an IPv4
+ * address (`0xA9FEA9FE`, `2852039166`, `0251.0376.0251.0376`, `169.254.43518`, percent-encoded or
+ * full-width digits, a trailing dot) into dotted decimal, and IPv6 into its compressed form in
+ * brackets (`[::ffff:a9fe:a9fe]`), which is what undici connects to.
+ */
+export function hostAddress(hostname: string): string | null {
+  const bare = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname
+  return isIP(bare) === 0 ? null : bare
+}
+
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void
 type LookupAllFn = (hostname: string, options: LookupAllOptions, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void
 
@@ -143,6 +157,21 @@ export class DestinationGuard {
       if (!opened) return { allowed: false, reason: `inside default-denied range ${d.text}` }
     }
     return { allowed: true }
+  }
+
+  /**
+   * For a URL whose host is an IP address: the verdict on that address. `null` for a host that is
+   * a name (checked after resolution, at connect time) or a URL that does not parse.
+   */
+  checkUrl(url: string): (GuardVerdict & { readonly address: string }) | null {
+    let hostname: string
+    try {
+      hostname = new URL(url).hostname
+    } catch {
+      return null
+    }
+    const address = hostAddress(hostname)
+    return address === null ? null : { ...this.check(address), address }
   }
 
   /** The HOOK_ERR_DESTINATION_DENIED error for `host` resolving to a refused `address`, or `null`. */
@@ -179,8 +208,9 @@ export class DestinationGuard {
   connector(options: buildConnector.BuildOptions = {}): buildConnector.connector {
     const connect = buildConnector({ ...options, lookup: this.lookup } as buildConnector.BuildOptions)
     return (opts, callback) => {
-      if (isIP(opts.hostname) !== 0) {
-        const refused = this.refusal(opts.hostname, opts.hostname)
+      const literal = hostAddress(opts.hostname)
+      if (literal !== null) {
+        const refused = this.refusal(opts.hostname, literal)
         if (refused) {
           callback(refused, null)
           return

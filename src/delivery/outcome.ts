@@ -1,7 +1,7 @@
 /**
  * Turns one webhook attempt into the recipient's LMTP reply, in three layers:
  *
- * 1. the default table (DESIGN.md, "Webhook status → LMTP reply"), from the HTTP status or, when
+ * 1. the default table (docs/webhooks.md, "Answering"), from the HTTP status or, when
  *    no status arrived, from the error (timeout, connect failure, refused destination, cancel);
  * 2. the route's `replies` override, looked up by exact status ("404"), then class ("4xx"), or
  *    "timeout" / "error" when there is no status. The operator's code decides the outcome;

@@ -5,14 +5,14 @@
 import { readFileSync } from 'node:fs'
 import { parseDocument } from 'yaml'
 import { AppError, isAppError } from '../errors.js'
-import { parseRoute, type Route } from './schema.js'
+import { parseRoute, type ParseRouteOptions, type Route } from './schema.js'
 
 function fileError(path: string, message: string, cause?: unknown): AppError {
   return new AppError('ROUTE_ERR_INVALID', `${path}: ${message}`, { file: path }, { cause })
 }
 
-/** Parses the text of a routes file; `path` names it in messages. */
-export function parseRoutesFile(text: string, path: string): Route[] {
+/** Parses the text of a routes file; `path` names it in messages. `options.guard`: see parseRoute. */
+export function parseRoutesFile(text: string, path: string, options: ParseRouteOptions = {}): Route[] {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!
@@ -35,7 +35,7 @@ export function parseRoutesFile(text: string, path: string): Route[] {
     const where = `routes[${i}]`
     let route: Route
     try {
-      route = parseRoute(list[i], where, 'file')
+      route = parseRoute(list[i], where, 'file', options)
     } catch (err) {
       if (isAppError(err)) throw new AppError(err.code, `${path}: ${err.message}`, { ...err.details, file: path }, { cause: err })
       throw err
@@ -69,12 +69,12 @@ export function parseRoutesFile(text: string, path: string): Route[] {
 }
 
 /** Reads and validates a routes file. Throws ROUTE_ERR_INVALID (or ROUTE_ERR_DUPLICATE) naming the file. */
-export function loadRoutesFile(path: string): Route[] {
+export function loadRoutesFile(path: string, options: ParseRouteOptions = {}): Route[] {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw fileError(path, `cannot read the routes file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err)
   }
-  return parseRoutesFile(text, path)
+  return parseRoutesFile(text, path, options)
 }

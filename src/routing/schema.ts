@@ -3,8 +3,9 @@
  * validation and OpenAPI) and its normalised form (`Route`) that the rest of the service uses.
  *
  * `parseRoute` runs the schema first (shape, types, enums, syntax) and then the checks JSON Schema
- * cannot express (URL parsing, secret lengths, reserved header names, pattern syntax, reply
- * codes). Every error is one ROUTE_ERR_INVALID whose message names the route and the field.
+ * cannot express (URL parsing, a host written as a denied address, secret lengths, reserved
+ * header names, pattern syntax, reply codes). Every error is one ROUTE_ERR_INVALID whose message
+ * names the route and the field.
  */
 import { createHash } from 'node:crypto'
 import Type, { type Static } from 'typebox'
@@ -12,13 +13,14 @@ import { Compile } from 'typebox/compile'
 import type { TLocalizedValidationError } from 'typebox/error'
 import { parseDuration, parseSize } from '../config.js'
 import { AppError } from '../errors.js'
+import { DestinationGuard } from '../delivery/guard.js'
 import { enhancedMatches, isReplyCode, sanitizeText } from '../lmtp/reply.js'
 import { parsePattern, PATTERN_FORMS } from './pattern.js'
 
 export const ROUTE_ID = '^[a-z0-9][a-z0-9_-]{0,63}$'
 const HTTP_URL = '^[hH][tT][tT][pP][sS]?://\\S+$'
 const SECRET = '^whsec_[A-Za-z0-9+/]+={0,2}$'
-const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)$'
+const DURATION = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)?$'
 const SIZE = '^\\d+\\s*([kKmMgG]i?[bB]?|[bB])?$'
 // RFC 9110 token
 const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
@@ -44,8 +46,9 @@ export const LIMITS = {
   coolDownMs: { min: 100, max: 86_400_000 },
 } as const
 
+/** A duration: a number of seconds, or a string with a unit (`500ms`, `10s`, `2m`; without one, seconds), as in the environment. */
 const Duration = (description: string, defaultValue?: string) =>
-  Type.Union([Type.Integer({ minimum: 0 }), Type.String({ pattern: DURATION })], {
+  Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION })], {
     description,
     ...(defaultValue === undefined ? {} : { default: defaultValue }),
   })
@@ -82,7 +85,7 @@ export const RouteDefinitionSchema = Type.Object(
         description: 'Extra request headers, such as Authorization.',
       }),
     ),
-    timeout: Type.Optional(Duration('Deadline of one webhook attempt: milliseconds, or a string such as "10s".')),
+    timeout: Type.Optional(Duration('Deadline of one webhook attempt: seconds, or a string such as "10s" or "500ms".')),
     mode: Type.Optional(
       Type.Enum(['defer', 'accept'], {
         default: 'defer',
@@ -95,8 +98,8 @@ export const RouteDefinitionSchema = Type.Object(
           attempts: Type.Optional(
             Type.Integer({ minimum: LIMITS.attempts.min, maximum: LIMITS.attempts.max, default: 10, description: 'Attempts in all (accept mode).' }),
           ),
-          backoff: Type.Optional(Duration('Delay before the first retry; doubles each retry.', '30s')),
-          maxDelay: Type.Optional(Duration('Longest delay between two retries.', '1h')),
+          backoff: Type.Optional(Duration('Delay before the first retry (seconds, or a string such as "30s"); doubles each retry.', '30s')),
+          maxDelay: Type.Optional(Duration('Longest delay between two retries (seconds, or a string such as "1h").', '1h')),
         },
         { additionalProperties: false },
       ),
@@ -257,12 +260,12 @@ const EXPECTED: Record<string, string> = {
   'secrets.*': 'a secret "whsec_" followed by base64 of 24 to 64 bytes',
   headers: `a map of header name to value (at most ${LIMITS.headers})`,
   'headers.*': `a header value of at most ${LIMITS.headerValue} characters without line breaks`,
-  timeout: 'a duration: milliseconds or a string such as "10s", "500ms", "2m"',
+  timeout: 'a duration: seconds or a string such as "10s", "500ms", "2m"',
   mode: 'one of "defer", "accept"',
   retry: 'a map with attempts, backoff and maxDelay',
   'retry.attempts': `an integer from ${LIMITS.attempts.min} to ${LIMITS.attempts.max}`,
-  'retry.backoff': 'a duration: milliseconds or a string such as "30s", "5m"',
-  'retry.maxDelay': 'a duration: milliseconds or a string such as "1h", "30m"',
+  'retry.backoff': 'a duration: seconds or a string such as "30s", "5m"',
+  'retry.maxDelay': 'a duration: seconds or a string such as "1h", "30m"',
   maxInlineAttachmentBytes: 'a size in bytes or a string such as "10MiB", "512KiB" (0 = metadata only)',
   recipientCheckUrl: 'an http(s) URL',
   replies: 'a map whose keys are an HTTP status ("404"), a class ("4xx"), "timeout" or "error"',
@@ -388,7 +391,7 @@ class Problems {
   }
 }
 
-function httpUrl(problems: Problems, field: string, raw: string): string {
+function httpUrl(problems: Problems, field: string, raw: string, guard: DestinationGuard | null): string {
   let url: URL
   try {
     url = new URL(raw)
@@ -400,12 +403,36 @@ function httpUrl(problems: Problems, field: string, raw: string): string {
   else if (url.hostname === '') problems.add(field, 'an http(s) URL with a host', shown(raw))
   else if (url.username !== '' || url.password !== '')
     problems.add(field, 'an http(s) URL without credentials (put them in headers, such as Authorization)', `a URL with user info for ${url.host}`)
+  else {
+    const verdict = guard?.checkUrl(url.href)
+    if (verdict && !verdict.allowed) {
+      problems.add(
+        field,
+        'an http(s) URL whose host is not a denied address (see WEBHOOK_ALLOW_CIDRS and WEBHOOK_DENY_CIDRS)',
+        `${shown(raw)}, whose host is the address ${verdict.address} (${verdict.reason})`,
+      )
+    }
+  }
   return url.href
+}
+
+/** The guard of the default deny list only: what a route is checked against when the caller gives none. */
+const DEFAULT_GUARD = new DestinationGuard()
+
+export interface ParseRouteOptions {
+  /**
+   * The destination rules a URL host written as an IP address must pass (the service's connect-time
+   * guard, with WEBHOOK_ALLOW_CIDRS / WEBHOOK_DENY_CIDRS); default: the default deny list. `null`
+   * skips the check: routes already stored, which were checked when they were created, keep
+   * loading after the rules change (the connect-time guard still refuses them).
+   */
+  readonly guard?: DestinationGuard | null
 }
 
 function durationMs(problems: Problems, field: string, value: number | string | undefined, fallback: number, limits: { min: number; max: number }): number {
   if (value === undefined) return fallback
-  const ms = typeof value === 'number' ? value : parseDuration(value)
+  // A bare number is seconds, as in the environment (parseDuration reads "30" the same way).
+  const ms = typeof value === 'number' ? Math.round(value * 1000) : parseDuration(value)
   if (ms === null || ms < limits.min || ms > limits.max) {
     problems.add(field, `a duration from ${limits.min} ms to ${limits.max} ms (such as "10s", "500ms", "2m")`, shown(value))
     return fallback
@@ -479,7 +506,8 @@ function checkReplies(problems: Problems, replies: RouteDefinition['replies']): 
  * Validates a route definition and returns it normalised. `where` names it in messages
  * (`routes[2]`, `route`); a ROUTE_ERR_INVALID lists every problem found, each naming its field.
  */
-export function parseRoute(input: unknown, where: string, source: RouteSource = 'file'): Route {
+export function parseRoute(input: unknown, where: string, source: RouteSource = 'file', options: ParseRouteOptions = {}): Route {
+  const guard = options.guard === undefined ? DEFAULT_GUARD : options.guard
   const label = routeLabel(where, input)
   const fail = (lines: readonly string[]): never => {
     const message = lines.length === 1 ? `${label}: ${lines[0]}` : `${label}: ${lines.length} problems: ${lines.join('; ')}`
@@ -498,8 +526,8 @@ export function parseRoute(input: unknown, where: string, source: RouteSource = 
   } catch (err) {
     problems.lines.push((err as Error).message)
   }
-  const url = httpUrl(problems, 'url', def.url)
-  const recipientCheckUrl = def.recipientCheckUrl === undefined ? undefined : httpUrl(problems, 'recipientCheckUrl', def.recipientCheckUrl)
+  const url = httpUrl(problems, 'url', def.url, guard)
+  const recipientCheckUrl = def.recipientCheckUrl === undefined ? undefined : httpUrl(problems, 'recipientCheckUrl', def.recipientCheckUrl, guard)
   const secrets = checkSecrets(problems, def)
   const headers = checkHeaders(problems, def.headers)
   const timeoutMs = def.timeout === undefined ? undefined : durationMs(problems, 'timeout', def.timeout, 0, LIMITS.timeoutMs)
@@ -553,7 +581,10 @@ function checkBreaker(problems: Problems, def: RouteDefinition['circuitBreaker']
   }
 }
 
-/** The definition that `parseRoute` turns back into the same route (what the store keeps). */
+/**
+ * The definition that `parseRoute` turns back into the same route (what the store keeps).
+ * Durations are written with their unit (`"1500ms"`), never as bare numbers.
+ */
 export function routeToDefinition(route: Route): RouteDefinition {
   const def: RouteDefinition = {
     id: route.id,
@@ -561,17 +592,17 @@ export function routeToDefinition(route: Route): RouteDefinition {
     url: route.url,
     format: route.format,
     mode: route.mode,
-    retry: { attempts: route.retry.attempts, backoff: route.retry.backoffMs, maxDelay: route.retry.maxDelayMs },
+    retry: { attempts: route.retry.attempts, backoff: `${route.retry.backoffMs}ms`, maxDelay: `${route.retry.maxDelayMs}ms` },
     maxInlineAttachmentBytes: route.maxInlineAttachmentBytes,
   }
   if (route.secrets.length > 0) def.secrets = [...route.secrets]
   if (Object.keys(route.headers).length > 0) def.headers = { ...route.headers }
-  if (route.timeoutMs !== undefined) def.timeout = route.timeoutMs
+  if (route.timeoutMs !== undefined) def.timeout = `${route.timeoutMs}ms`
   if (route.recipientCheckUrl !== undefined) def.recipientCheckUrl = route.recipientCheckUrl
   if (route.concurrency !== undefined) def.concurrency = route.concurrency
-  if (route.rateLimit !== undefined) def.rateLimit = { max: route.rateLimit.max, per: route.rateLimit.perMs }
+  if (route.rateLimit !== undefined) def.rateLimit = { max: route.rateLimit.max, per: `${route.rateLimit.perMs}ms` }
   const breaker = route.circuitBreaker
-  def.circuitBreaker = breaker === null ? false : { failures: breaker.failures, window: breaker.windowMs, coolDown: breaker.coolDownMs }
+  def.circuitBreaker = breaker === null ? false : { failures: breaker.failures, window: `${breaker.windowMs}ms`, coolDown: `${breaker.coolDownMs}ms` }
   if (Object.keys(route.replies).length > 0) {
     def.replies = Object.fromEntries(
       Object.entries(route.replies).map(([k, r]) => [

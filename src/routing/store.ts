@@ -3,7 +3,10 @@
  * Redis), compiled into one in-memory RouteTable. Lookups never touch Redis.
  *
  * Redis keys (all under the service prefix):
- *   <prefix>:routes            hash  id → route definition JSON (secrets included: needed to sign)
+ *   <prefix>:routes            hash  id → route definition JSON (secrets included: needed to sign);
+ *                                    durations with their unit ("30000ms"). Definitions written
+ *                                    before bare numbers meant seconds have numbers of
+ *                                    milliseconds there, and are read as such (`storedDefinition`).
  *   <prefix>:routes:patterns   hash  normalised pattern → id (pattern uniqueness)
  *   <prefix>:routes:version    counter, bumped by every change
  *   <prefix>:routes:changed    pub/sub channel; the message is the new version
@@ -17,6 +20,7 @@ import type { Redis } from 'ioredis'
 import { AppError, isAppError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import { parseRoute, routeToDefinition, type Route } from './schema.js'
+import type { DestinationGuard } from '../delivery/guard.js'
 import { RouteTable } from './table.js'
 
 export interface RouteStoreOptions {
@@ -31,6 +35,11 @@ export interface RouteStoreOptions {
   readonly logger: Logger
   /** Period of the safety-net version check, ms (default 5000). */
   readonly reloadIntervalMs?: number
+  /**
+   * Destination rules for routes created or replaced here (a URL host written as a denied address
+   * is refused); default: the default deny list. Routes already stored are not checked again.
+   */
+  readonly guard?: DestinationGuard
 }
 
 export type RouteChangeListener = (table: RouteTable) => void
@@ -110,11 +119,33 @@ function duplicateError(route: Route, field: 'id' | 'match', owner: string, inFi
   return new AppError('ROUTE_ERR_DUPLICATE', message, { field, id: route.id, conflictingId: owner })
 }
 
+/**
+ * A stored definition as `parseRoute` reads it today. The store used to write the durations
+ * (`timeout`, `retry.backoff`, `retry.maxDelay`) as numbers of milliseconds; it writes strings with
+ * a unit now, and a bare number in a route means seconds, so a number found here is one of those
+ * older definitions and becomes `"<n>ms"`, keeping its meaning.
+ */
+export function storedDefinition(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value
+  const def = { ...(value as Record<string, unknown>) }
+  const ms = (v: unknown): unknown => (typeof v === 'number' ? `${v}ms` : v)
+  if ('timeout' in def) def.timeout = ms(def.timeout)
+  const retry = def.retry
+  if (retry !== null && typeof retry === 'object' && !Array.isArray(retry)) {
+    const r = { ...(retry as Record<string, unknown>) }
+    if ('backoff' in r) r.backoff = ms(r.backoff)
+    if ('maxDelay' in r) r.maxDelay = ms(r.maxDelay)
+    def.retry = r
+  }
+  return def
+}
+
 export class RouteStore {
   private readonly redis: Redis
   private readonly subscriber: Redis
   private readonly ownSubscriber: boolean
   private readonly log: Logger
+  private readonly guard: DestinationGuard | undefined
   private readonly fileRoutes: readonly Route[]
   private readonly fileTable: RouteTable
   private readonly keys: { routes: string; patterns: string; version: string; channel: string }
@@ -137,6 +168,7 @@ export class RouteStore {
     this.ownSubscriber = options.subscriber === undefined
     this.subscriber = options.subscriber ?? options.redis.duplicate()
     this.log = options.logger.child({ component: 'routes' })
+    this.guard = options.guard
     if (this.ownSubscriber) this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route subscriber error'))
     this.current = this.fileTable
     const p = options.prefix
@@ -190,7 +222,7 @@ export class RouteStore {
 
   /** Creates an API route. ROUTE_ERR_INVALID for a bad definition; ROUTE_ERR_DUPLICATE for a taken id or pattern. */
   async create(definition: unknown): Promise<Route> {
-    const route = parseRoute(definition, 'route', 'api')
+    const route = parseRoute(definition, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, undefined)
     const [status, detail] = await runScript(this.redis, CREATE, this.keyList(), [
       route.id,
@@ -221,7 +253,7 @@ export class RouteStore {
         })
       }
     }
-    const route = parseRoute(input, 'route', 'api')
+    const route = parseRoute(input, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, id)
     const [status, detail] = await runScript(this.redis, REPLACE, this.keyList(), [
       route.id,
@@ -351,7 +383,7 @@ export class RouteStore {
     for (const id of Object.keys(stored).sort()) {
       let route: Route
       try {
-        route = parseRoute(JSON.parse(stored[id]!), `stored route "${id}"`, 'api')
+        route = parseRoute(storedDefinition(JSON.parse(stored[id]!)), `stored route "${id}"`, 'api', { guard: null })
       } catch (err) {
         this.log.error({ err: isAppError(err) ? err.message : err, id }, 'ignoring a stored route that does not parse')
         continue

@@ -1,9 +1,10 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { converse } from '../helpers/lmtp.js'
-import { webhook } from '../helpers/app.js'
 import { privateRedis } from '../helpers/redis.js'
-import { TOKEN, dataReplies, startAdmin, transaction, until } from './helpers.js'
+import { TOKEN, startAdmin } from './helpers.js'
+import { converse, dataReplies, transaction } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 t.test('the delivery log shows delivered and deferred deliveries, filtered', async (t) => {
   const ok = await webhook(t, 200)

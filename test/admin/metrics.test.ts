@@ -1,11 +1,12 @@
 import t from 'tap'
-import net from 'node:net'
 import { Redis } from 'ioredis'
 import { Queue } from 'bullmq'
 import { Metrics } from '../../src/metrics.js'
-import { converse } from '../helpers/lmtp.js'
-import { webhook } from '../helpers/app.js'
-import { dataReplies, startAdmin, transaction, until } from './helpers.js'
+import { startAdmin } from './helpers.js'
+import { converse, dataReplies, transaction } from '../helpers/lmtp-client.js'
+import { freePort } from '../helpers/net.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 /** The value of one sample in Prometheus text, or undefined. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -72,10 +73,7 @@ t.test('a webhook slower than REPLY_TIMEOUT counts a reply timeout', async (t) =
 
 t.test('a scrape still answers when Redis is unreachable, without a stale queue depth', async (t) => {
   // a loopback port nothing listens on
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
+  const port = await freePort()
 
   const redis = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true })
   redis.on('error', () => {})

@@ -1,8 +1,10 @@
 import t from 'tap'
 import { Webhook } from 'standardwebhooks'
-import { converse } from '../helpers/lmtp.js'
-import { routesFile, webhook } from '../helpers/app.js'
-import { SECRET, TOKEN, dataReplies, startAdmin, transaction, until } from './helpers.js'
+import { routesFile } from '../helpers/app.js'
+import { SECRET, TOKEN, startAdmin } from './helpers.js'
+import { converse, dataReplies, transaction } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 t.test('create, read, list, replace and delete a route; secrets are write-only', async (t) => {
   const { api, base } = await startAdmin(t)

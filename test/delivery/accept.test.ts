@@ -1,10 +1,12 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execFileSync } from 'node:child_process'
-import { converse } from '../helpers/lmtp.js'
-import { routesFile, startApp, webhook } from '../helpers/app.js'
+import { routesFile, startApp } from '../helpers/app.js'
 import { privateRedis } from '../helpers/redis.js'
 import { isAppError } from '../../src/errors.js'
+import { converse } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 const LHLO = 'LHLO mta.test\r\n'
 const message = (rcpt: string): string => LHLO + `MAIL FROM:<s@x.test>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\nSubject: accept\r\n\r\nbody\r\n.\r\nQUIT\r\n`
@@ -13,16 +15,6 @@ const lastReply = (out: string): string =>
     .split('\r\n')
     .filter((l) => l !== '')
     .slice(-2)[0]!
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await probe()
-    if (v) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
 
 t.test('accept mode is refused at start-up on a Redis without AOF, naming the route and the opt-out', async (t) => {
   const hook = await webhook(t, 200)

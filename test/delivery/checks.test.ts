@@ -4,8 +4,9 @@ import { pino } from 'pino'
 import { loadConfig } from '../../src/config.js'
 import { buildApp } from '../../src/app.js'
 import { REDACT_PATHS } from '../../src/logger.js'
-import { codes, converse } from '../helpers/lmtp.js'
-import { cleanRedis, prefix, REDIS_URL, routesFile, startApp, webhook } from '../helpers/app.js'
+import { cleanRedis, prefix, REDIS_URL, routesFile, startApp } from '../helpers/app.js'
+import { codes, converse } from '../helpers/lmtp-client.js'
+import { webhook } from '../helpers/webhook.js'
 
 t.test('the sender check at MAIL FROM: 2xx accepts, 4xx/5xx rejects, unavailable defers', async (t) => {
   const senders: string[] = []
@@ -72,6 +73,7 @@ t.test('secrets and credentials never reach the logs', async (t) => {
     ADMIN_PORT: 'off',
     ROUTES_FILE: file,
     LMTP_DOMAINS: 'example.com',
+    SHUTDOWN_DELAY: '0',
   })
   const app = await buildApp(config, log)
   const { lmtpPort } = await app.start()

@@ -1,9 +1,9 @@
 import t from 'tap'
-import net from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { cleanRedis, prefix, REDIS_URL, routesFile, webhook } from '../helpers/app.js'
+import { cleanRedis, prefix, REDIS_URL, routesFile } from '../helpers/app.js'
 import { startService } from '../helpers/process.js'
-import { converse } from '../helpers/lmtp.js'
+import { converse, LmtpClient } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 const TXN =
   'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: crash\r\nMessage-ID: <crash@x.test>\r\n\r\nbody\r\n.\r\nQUIT\r\n'
@@ -21,17 +21,14 @@ t.test('killing the process while a webhook call is in flight never leaves a 250
   const first = await startService(t, env)
 
   // The MTA's side of the first attempt: read everything until the connection drops.
-  const socket = net.connect({ port: first.lmtpPort, host: '127.0.0.1' })
-  let received = ''
-  socket.on('data', (c: Buffer) => (received += c.toString()))
-  socket.on('error', () => {})
-  const closed = new Promise<void>((r) => socket.on('close', () => r()))
-  socket.write(TXN)
-  for (let i = 0; i < 200 && hook.requests.length < 2; i++) await sleep(50)
+  const mta = await LmtpClient.connect(first.lmtpPort)
+  await mta.write(TXN)
+  await until('both webhook calls in flight', () => hook.requests.length >= 2)
   t.equal(hook.requests.length, 2, 'both webhook calls are in flight')
   first.child.kill('SIGKILL')
   await first.exited
-  await closed
+  await mta.closed
+  const received = mta.output
   const afterData = received.split('\r\n').slice(received.split('\r\n').findIndex((l) => l.startsWith('354')) + 1)
   t.notOk(
     afterData.some((l) => l.startsWith('250')),

@@ -15,7 +15,7 @@ interface Row {
 }
 
 const table: Row[] = [
-  // defaults, per DESIGN.md
+  // defaults, as docs/webhooks.md (Answering) lists them
   { name: '200', result: { status: 200 }, line: '250 2.0.0 <bob@example.com> delivered\r\n', outcome: 'delivered' },
   { name: '204', result: { status: 204 }, line: /^250 2\.0\.0 /, outcome: 'delivered' },
   { name: '404', result: { status: 404 }, line: /^550 5\.1\.1 <bob@example\.com> .*404/, outcome: 'rejected' },

@@ -15,7 +15,7 @@ import {
   type ParsedMessage,
 } from '../../src/delivery/payload.js'
 import type { Envelope } from '../../src/lmtp/types.js'
-import { startServer } from './helpers.js'
+import { webhook } from '../helpers/webhook.js'
 
 const fixture = (name: string): Buffer => readFileSync(new URL(`../fixtures/${name}`, import.meta.url))
 const FIXTURES = ['multipart-attachments.eml', 'non-ascii-subject.eml', 'html-only.eml', 'empty-body.eml']
@@ -353,12 +353,12 @@ t.test('raw format: the message as the body, the envelope in headers, over a rea
   const request = { headers: rawRequestHeaders(env, { address: 'françois@example.fr', webhookId: 'msg_1' }), body: raw }
   for (const value of Object.values(request.headers)) t.match(value, /^[\x21-\x7e]*$/, 'header-safe')
 
-  const srv = await startServer(t, (_req, res) => res.end())
+  const srv = await webhook(t, (_req, _body, res) => res.end())
   const client = new WebhookClient()
   t.teardown(() => client.close())
-  const result = await client.attempt({ url: srv.url, headers: request.headers, body: request.body, deadlineMs: 10_000 })
+  const result = await client.attempt({ url: srv.origin, headers: request.headers, body: request.body, deadlineMs: 10_000 })
   t.equal(result.status, 200)
-  const got = srv.received[0]!
+  const got = srv.requests[0]!
   t.ok(got.body.equals(raw))
   t.equal(got.headers['content-type'], 'message/rfc822')
   t.equal(decodeURIComponent(got.headers['x-lmtp-mail-from'] as string), 'jürgen@beispiel.de')

@@ -1,8 +1,9 @@
 import t from 'tap'
 import { Webhook } from 'standardwebhooks'
-import { converse, codes } from '../helpers/lmtp.js'
-import { routesFile, startApp, webhook } from '../helpers/app.js'
+import { routesFile, startApp } from '../helpers/app.js'
 import { ajv, validatePayload } from '../helpers/schema.js'
+import { codes, converse } from '../helpers/lmtp-client.js'
+import { webhook } from '../helpers/webhook.js'
 
 const SECRET = 'whsec_' + Buffer.alloc(32, 7).toString('base64')
 

@@ -1,7 +1,8 @@
 import t from 'tap'
-import { converse } from '../helpers/lmtp.js'
-import { routesFile, startApp, webhook } from '../helpers/app.js'
+import { routesFile, startApp } from '../helpers/app.js'
 import { privateRedis } from '../helpers/redis.js'
+import { converse } from '../helpers/lmtp-client.js'
+import { webhook } from '../helpers/webhook.js'
 
 const TXN = 'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nSubject: outage\r\n\r\nbody\r\n.\r\nQUIT\r\n'
 const finalReply = (out: string): string =>

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { converse } from '../helpers/lmtp.js'
-import { cleanRedis, prefix, routesFile, startApp, webhook } from '../helpers/app.js'
+import { cleanRedis, prefix, routesFile, startApp } from '../helpers/app.js'
+import { converse } from '../helpers/lmtp-client.js'
+import { webhook } from '../helpers/webhook.js'
 
 t.test('a listener-only and a worker-only replica on one Redis: the result crosses processes', async (t) => {
   const p = prefix()

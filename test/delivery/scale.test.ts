@@ -1,8 +1,9 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
-import { converse } from '../helpers/lmtp.js'
-import { REDIS_URL, routesFile, startApp, webhook } from '../helpers/app.js'
+import { REDIS_URL, routesFile, startApp } from '../helpers/app.js'
+import { converse } from '../helpers/lmtp-client.js'
+import { webhook } from '../helpers/webhook.js'
 
 const LHLO = 'LHLO mta.test\r\n'
 

@@ -4,7 +4,7 @@ import { Webhook, WebhookVerificationError } from 'standardwebhooks'
 import { isAppError } from '../../src/errors.js'
 import { WebhookClient } from '../../src/delivery/http.js'
 import { deriveWebhookId, generateSecret, parseSecret, signatureHeader, webhookHeaders } from '../../src/delivery/signing.js'
-import { startServer } from './helpers.js'
+import { webhook } from '../helpers/webhook.js'
 
 // The Standard Webhooks reference library's published vector (libraries/javascript, "sign function works").
 const VECTOR = {
@@ -88,7 +88,7 @@ t.test('a signed request verifies with the standardwebhooks package, as a consum
   const retired = generateSecret()
   let verified: unknown
   let verifyError: unknown
-  const srv = await startServer(t, (req, res, body) => {
+  const srv = await webhook(t, (req, body, res) => {
     // each consumer knows only one of the secrets
     const which = req.url === '/retired' ? retired : current
     try {
@@ -109,14 +109,14 @@ t.test('a signed request verifies with the standardwebhooks package, as a consum
   for (const path of ['/current', '/retired']) {
     verified = undefined
     const headers = { 'content-type': 'application/json', ...webhookHeaders(secrets, id, body) }
-    const result = await client.attempt({ url: srv.url + path, headers, body, deadlineMs: 10_000 })
+    const result = await client.attempt({ url: srv.origin + path, headers, body, deadlineMs: 10_000 })
     t.equal(result.status, 204, `${path} verified`)
     t.same(verified, { id: 'msg_x', message: { subject: 'Grüße' } })
   }
 
   const tampered = { 'content-type': 'application/json', ...webhookHeaders(secrets, id, body) }
   const result = await client.attempt({
-    url: srv.url + '/current',
+    url: srv.origin + '/current',
     headers: tampered,
     body: Buffer.from(body.toString().replace('msg_x', 'msg_y')),
     deadlineMs: 10_000,

@@ -6,9 +6,12 @@
  * certificate, accepted by a service that trusts its CA and deferred by one that does not.
  */
 import t from 'tap'
-import { cleanRedis, prefix, REDIS_URL, routesFile, webhook } from '../helpers/app.js'
+import { cleanRedis, prefix, REDIS_URL, routesFile } from '../helpers/app.js'
 import { startService } from '../helpers/process.js'
-import { freePort, postfixUnavailable, startPostfix, submit } from '../helpers/postfix.js'
+import { postfixUnavailable, startPostfix, submit } from '../helpers/postfix.js'
+import { freePort } from '../helpers/net.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 import { pki } from '../helpers/certs.js'
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -87,12 +90,10 @@ t.test('Postfix relays over LMTP: per-recipient sent, deferred then sent, bounce
   const discarded = await postfix.waitForLog(new RegExp(`postfix/discard\\[\\d+\\]: ${bounceId}: to=<sender@sender\\.e2e\\.test>, relay=none, .*status=sent`))
   t.ok(discarded, 'the bounce to the sender is discarded on this machine')
   await postfix.waitForLog(new RegExp(`${queueId}: removed`))
-  let queue = ''
-  for (let i = 0; i < 100; i++) {
-    queue = await postfix.queue()
-    if (/Mail queue is empty/.test(queue)) break
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  const queue = await until('an empty Postfix queue', async () => {
+    const q = await postfix.queue()
+    return /Mail queue is empty/.test(q) ? q : null
+  })
   t.match(queue, /Mail queue is empty/, 'nothing is left in the Postfix queue')
 
   t.equal(accepting.requests.length, 1, 'the accepting webhook got the message once')
@@ -152,11 +153,8 @@ t.test('a service restart while Postfix waits for replies loses nothing: deferre
     to: recipients,
     message: `From: <sender@sender.e2e.test>\nSubject: restart ${p}\nMessage-ID: <restart-${p}@sender.e2e.test>\n\nDelivered across a restart.\n`,
   })
-  const held = async (): Promise<boolean> => {
-    for (let i = 0; i < 600 && hook.requests.length < recipients.length; i++) await new Promise((r) => setTimeout(r, 50))
-    return hook.requests.length >= recipients.length
-  }
-  t.ok(await held(), 'Postfix handed the message over and both webhook calls hang')
+  await until('both webhook calls', () => hook.requests.length >= recipients.length, 30_000)
+  t.equal(hook.requests.length, recipients.length, 'Postfix handed the message over and both webhook calls hang')
 
   first.child.kill('SIGTERM')
   t.equal(await first.exited, 0, 'the service stops at its shutdown deadline and exits 0')

@@ -3,7 +3,8 @@
  * stream of multi-recipient transactions; SIGTERM arrives while webhook calls are in flight. What
  * an operator relies on:
  *
- * - /readyz answers 503 as soon as shutdown begins, while the admin server still answers;
+ * - /readyz answers 503 as soon as shutdown begins, while the admin server still answers, and the
+ *   LMTP listener still serves new connections for SHUTDOWN_DELAY;
  * - transactions in flight finish; the process exits 0 by itself;
  * - a recipient that got a 250 had (defer mode) or will have (accept mode) its webhook answer 2xx;
  *   a recipient without a 250 got a 4xx or no reply at all, so the MTA retries it; nobody gets a 5xx;
@@ -14,31 +15,20 @@
  * transactions are provably in flight when SIGTERM arrives, whatever the machine's speed.
  */
 import t, { type Test } from 'tap'
-import http from 'node:http'
-import net from 'node:net'
 import { randomBytes } from 'node:crypto'
-import { createInterface } from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { Queue } from 'bullmq'
 import { request } from 'undici'
 import { cleanRedis, prefix, REDIS_URL, routesFile } from '../helpers/app.js'
 import { startService, type ServiceProcess } from '../helpers/process.js'
 import { privateRedis } from '../helpers/redis.js'
+import { LmtpClient } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
+import { webhook } from '../helpers/webhook.js'
 
 const TOKEN = randomBytes(16).toString('hex')
 const CLIENTS = 6
 const RECIPIENTS_PER_TRANSACTION = 3
-
-/** Polls `check` until it returns true; false when `timeoutMs` passed first. */
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 30_000, stepMs = 25): Promise<boolean> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    if (await check()) return true
-    if (Date.now() > end) return false
-    await sleep(stepMs)
-  }
-}
 
 // ---------------------------------------------------------------- the webhook
 
@@ -64,34 +54,22 @@ async function gatedHook(t: Test, delayMs: number): Promise<GatedHook> {
   const calls: Call[] = []
   let holding = false
   const waiting: (() => void)[] = []
-  const server = http.createServer((req, res) => {
-    const parts: Buffer[] = []
-    req.on('data', (c: Buffer) => parts.push(c))
-    req.on('end', () => {
-      const payload = JSON.parse(Buffer.concat(parts).toString()) as { envelope: { rcptTo: string } }
-      const call: Call = { rcpt: payload.envelope.rcptTo, webhookId: String(req.headers['webhook-id']), status: null }
-      calls.push(call)
-      res.on('close', () => {
-        if (res.writableFinished) call.status = res.statusCode
-      })
-      const answer = (): void => {
-        if (res.destroyed) return
-        res.statusCode = 200
-        res.end()
-      }
-      setTimeout(() => (holding ? waiting.push(answer) : answer()), delayMs)
+  const hook = await webhook(t, (req, body, res) => {
+    const payload = JSON.parse(body.toString()) as { envelope: { rcptTo: string } }
+    const call: Call = { rcpt: payload.envelope.rcptTo, webhookId: String(req.headers['webhook-id']), status: null }
+    calls.push(call)
+    res.on('close', () => {
+      if (res.writableFinished) call.status = res.statusCode
     })
+    const answer = (): void => {
+      if (res.destroyed) return
+      res.statusCode = 200
+      res.end()
+    }
+    setTimeout(() => (holding ? waiting.push(answer) : answer()), delayMs)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  )
   return {
-    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/hook`,
+    url: hook.url,
     calls,
     held: () => waiting.length,
     hold: () => {
@@ -122,56 +100,6 @@ interface Traffic {
   seq: number
 }
 
-/** One LMTP connection that reads whole replies; `read()` gives null once the server has closed. */
-class Connection {
-  private readonly lines: string[] = []
-  private readonly waiting: (() => void)[] = []
-  private closed = false
-
-  private constructor(private readonly socket: net.Socket) {
-    createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
-      this.lines.push(line)
-      this.wake()
-    })
-    socket.on('close', () => {
-      this.closed = true
-      this.wake()
-    })
-  }
-
-  private wake(): void {
-    for (const w of this.waiting.splice(0)) w()
-  }
-
-  /** Null when the connection is refused (nothing listens any more). */
-  static open(port: number): Promise<Connection | null> {
-    return new Promise((resolve) => {
-      const socket = net.connect({ port, host: '127.0.0.1', noDelay: true })
-      socket.once('connect', () => resolve(new Connection(socket)))
-      socket.on('error', () => resolve(null))
-    })
-  }
-
-  async read(): Promise<string | null> {
-    for (;;) {
-      while (this.lines.length === 0) {
-        if (this.closed) return null
-        await new Promise<void>((resolve) => this.waiting.push(resolve))
-      }
-      const line = this.lines.shift()!
-      if (!/^\d{3}-/.test(line)) return line
-    }
-  }
-
-  write(text: string): void {
-    if (!this.socket.destroyed) this.socket.write(text)
-  }
-
-  destroy(): void {
-    this.socket.destroy()
-  }
-}
-
 /**
  * Sends transactions one after another, reconnecting after a 421, until the service refuses the
  * connection (it stopped listening) or greets with 421.
@@ -179,31 +107,32 @@ class Connection {
 async function lmtpClient(id: number, port: number, traffic: Traffic, maxTransactions = 2000): Promise<void> {
   let n = 0
   for (;;) {
-    const c = await Connection.open(port)
+    const c = await LmtpClient.open(port)
     if (c === null) return
-    const read = async (): Promise<string | null> => {
-      const r = await c.read()
+    const lastLine = (reply: string[] | null): string | null => {
+      const r = reply === null ? null : reply[reply.length - 1]!
       if (r !== null) traffic.replies.push(r)
       return r
     }
+    const read = async (): Promise<string | null> => lastLine(await c.next())
     const settle = (rcpt: string, reply: string | null): void => {
       traffic.outcomes.push({ rcpt, reply, seq: ++traffic.seq })
     }
     try {
-      const greeting = await read()
+      const greeting = lastLine(c.greeting)
       if (greeting === null || !greeting.startsWith('220')) return
-      c.write('LHLO stream.e2e.test\r\n')
+      void c.write('LHLO stream.e2e.test\r\n')
       if (!(await read())?.startsWith('250')) continue
       for (;;) {
         if (n >= maxTransactions) return
         n++
-        c.write('MAIL FROM:<stream@sender.e2e.test>\r\n')
+        void c.write('MAIL FROM:<stream@sender.e2e.test>\r\n')
         if (!(await read())?.startsWith('250')) break
         const accepted: string[] = []
         let lost = false
         for (let i = 0; i < RECIPIENTS_PER_TRANSACTION && !lost; i++) {
           const rcpt = `c${id}-t${n}-r${i}@example.com`
-          c.write(`RCPT TO:<${rcpt}>\r\n`)
+          void c.write(`RCPT TO:<${rcpt}>\r\n`)
           const r = await read()
           if (r?.startsWith('250')) accepted.push(rcpt)
           else {
@@ -212,13 +141,13 @@ async function lmtpClient(id: number, port: number, traffic: Traffic, maxTransac
           }
         }
         if (lost || accepted.length === 0) break
-        c.write('DATA\r\n')
+        void c.write('DATA\r\n')
         const go = await read()
         if (!go?.startsWith('354')) {
           for (const rcpt of accepted) settle(rcpt, go)
           break
         }
-        c.write(
+        void c.write(
           `From: <stream@sender.e2e.test>\r\nSubject: client ${id} transaction ${n}\r\nMessage-ID: <c${id}-t${n}@sender.e2e.test>\r\n\r\nbody of ${n}\r\n.\r\n`,
         )
         for (const rcpt of accepted) settle(rcpt, await read())
@@ -303,19 +232,24 @@ async function shutDownBusy(t: Test, s: Scenario, release: 'after-not-ready' | '
 
   const traffic: Traffic = { outcomes: [], replies: [], transactions: 0, seq: 0 }
   const clients = Array.from({ length: CLIENTS }, (_, i) => lmtpClient(i, service.lmtpPort, traffic))
-  t.ok(await until(() => traffic.transactions >= 10 * CLIENTS), `a stream of transactions flows (${traffic.transactions})`)
+  t.ok(await until('a stream of transactions', () => traffic.transactions >= 10 * CLIENTS, 30_000), `a stream of transactions flows (${traffic.transactions})`)
 
   // Webhook calls in flight: their transactions wait for replies when the signal arrives.
   hook.hold()
-  t.ok(await until(() => hook.held() >= RECIPIENTS_PER_TRANSACTION), 'webhook calls are in flight')
+  t.ok(await until('webhook calls in flight', () => hook.held() >= RECIPIENTS_PER_TRANSACTION, 30_000), 'webhook calls are in flight')
   const inFlight = hook.held()
   const signalled = Date.now()
   service.child.kill('SIGTERM')
 
   let status: number | 'down' = 200
-  await until(async () => (status = await readyz(adminPort)) !== 200, 30_000, 5)
+  await until('readiness to change', async () => (status = await readyz(adminPort)) !== 200, 30_000, 5)
   const notReadyAt = ++traffic.seq
   t.equal(status, 503, `/readyz answers 503 once shutdown begins, while ${inFlight} webhook calls are still held`)
+  if (s.env.SHUTDOWN_DELAY !== undefined) {
+    const late = await LmtpClient.open(service.lmtpPort)
+    t.match(late?.greeting?.[0], /^220 /, 'during SHUTDOWN_DELAY the listener still greets a new connection')
+    late?.destroy()
+  }
 
   if (release === 'after-not-ready') hook.open()
   const code = await service.exited
@@ -353,13 +287,14 @@ async function settledAfterRestart(t: Test, r: Result, s: Scenario): Promise<voi
   let counts = await jobCounts(s.redisUrl, s.keyPrefix)
   // Generous: a job a dead process left locked would be found by the stall checker only after its lock expired.
   await until(
+    'every delivery after the restart',
     async () => {
       counts = await jobCounts(s.redisUrl, s.keyPrefix)
       return undelivered(r).length === 0 && Object.values(counts).every((n) => n === 0)
     },
     75_000,
     200,
-  )
+  ).catch(() => undefined) // the assertions below say what is missing
   t.same(undelivered(r), [], 'after the restart every recipient that got a 250 has had its webhook answer 2xx')
   t.same(counts, empty, 'after the restart nothing is active, stalled, waiting, delayed or failed in the deliveries queue')
   const byRcpt = new Map<string, Call[]>()
@@ -382,7 +317,7 @@ async function settledAfterRestart(t: Test, r: Result, s: Scenario): Promise<voi
 t.test('SIGTERM during a stream of transactions (defer mode)', async (t) => {
   const keyPrefix = prefix()
   t.teardown(() => cleanRedis(keyPrefix))
-  const s: Scenario = { mode: 'defer', redisUrl: REDIS_URL, keyPrefix, env: { REPLY_TIMEOUT: '20s', SHUTDOWN_TIMEOUT: '15s' } }
+  const s: Scenario = { mode: 'defer', redisUrl: REDIS_URL, keyPrefix, env: { REPLY_TIMEOUT: '20s', SHUTDOWN_TIMEOUT: '15s', SHUTDOWN_DELAY: '2s' } }
   const r = await shutDownBusy(t, s, 'after-not-ready')
 
   t.same(undelivered(r), [], 'every recipient that got a 250 had its webhook answer 2xx before')

@@ -1,5 +1,4 @@
-/** Test helpers: a real LMTP server on an ephemeral port and a raw socket client. */
-import net from 'node:net'
+/** Test helpers: a real LMTP server (src/lmtp only) on an ephemeral port. The client is in lmtp-client.ts. */
 import { pino } from 'pino'
 import type { Readable } from 'node:stream'
 import { LmtpServer, type LmtpServerOptions, type ServerObserver } from '../../src/lmtp/server.js'
@@ -66,56 +65,5 @@ export async function startServer(
   return { server, port, received }
 }
 
-export interface ConverseOptions {
-  /** Write the input in pieces of this many bytes, yielding between writes. */
-  pieceSize?: number
-  /** Give up after this long (the server should have closed by then). */
-  timeoutMs?: number
-}
-
-/**
- * Connects, writes `input` (after the greeting), and returns everything the server wrote until it
- * closed the connection.
- */
-export async function converse(port: number, input: string | Buffer, opts: ConverseOptions = {}): Promise<string> {
-  const data = typeof input === 'string' ? Buffer.from(input, 'utf8') : input
-  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true })
-  const chunks: Buffer[] = []
-  socket.on('data', (c: Buffer) => chunks.push(c))
-  const closed = new Promise<void>((resolve, reject) => {
-    socket.on('close', () => resolve())
-    socket.on('error', reject)
-  })
-  await new Promise<void>((resolve) => socket.once('data', () => resolve()))
-  const piece = opts.pieceSize ?? data.length
-  for (let i = 0; i < data.length; i += Math.max(1, piece)) {
-    socket.write(data.subarray(i, i + Math.max(1, piece)))
-    if (piece < data.length) await new Promise((r) => setImmediate(r))
-  }
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([
-    closed,
-    new Promise<void>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`server did not close; got: ${Buffer.concat(chunks).toString()}`)), opts.timeoutMs ?? 10_000)
-    }),
-  ]).finally(() => {
-    clearTimeout(timer)
-    socket.destroy()
-  })
-  return Buffer.concat(chunks).toString('utf8')
-}
-
-/** Reply lines without the greeting, as `code enhanced` prefixes (the first two words). */
-export function codes(output: string): string[] {
-  return output
-    .split('\r\n')
-    .filter((l) => l !== '')
-    .slice(1)
-    .filter((l) => l[3] !== '-')
-    .map((l) =>
-      l
-        .split(' ')
-        .slice(0, l.startsWith('354') || /^\d{3} \D/.test(l) ? 1 : 2)
-        .join(' '),
-    )
-}
+/** Older names, kept for tests written against them: the client lives in lmtp-client.ts. */
+export { converse, codes, type ConverseOptions } from './lmtp-client.js'

@@ -13,11 +13,11 @@
 import { execFile } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, chmodSync, unlinkSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
-import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { until } from './until.js'
+import { freePort } from './net.js'
 
 export const POSTFIX = '/usr/sbin/postfix'
 export const DEFAULT_MAIN_CF = '/etc/postfix/main.cf'
@@ -48,16 +48,8 @@ export function run(command: string, args: string[]): Promise<CommandResult> {
   })
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as net.AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
+/** Older name, kept for tests written against it: see net.ts. */
+export { freePort }
 
 export interface PostfixOptions {
   /** The recipient domain Postfix relays to lmtp-webhook. */
@@ -182,10 +174,9 @@ async function isRunning(configDir: string): Promise<boolean> {
 }
 
 /** Waits for smtpd's 220 greeting on the port. */
-async function waitForSmtpd(port: number, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs
-  while (Date.now() < end) {
-    const greeted = await new Promise<boolean>((resolve) => {
+function waitForSmtpd(port: number, timeoutMs: number): Promise<boolean> {
+  const greeted = (): Promise<boolean> =>
+    new Promise<boolean>((resolve) => {
       const socket = net.connect({ port, host: '127.0.0.1' })
       socket.once('data', (c: Buffer) => {
         resolve(c.toString().startsWith('220'))
@@ -193,10 +184,10 @@ async function waitForSmtpd(port: number, timeoutMs: number): Promise<boolean> {
       })
       socket.once('error', () => resolve(false))
     })
-    if (greeted) return true
-    await sleep(100)
-  }
-  return false
+  return until("smtpd's greeting", greeted, timeoutMs, 100).then(
+    () => true,
+    () => false,
+  )
 }
 
 export async function startPostfix(t: { teardown: (fn: () => unknown) => void }, options: PostfixOptions): Promise<Postfix> {
@@ -220,7 +211,7 @@ export async function startPostfix(t: { teardown: (fn: () => unknown) => void },
     try {
       await run(POSTFIX, ['-c', configDir, 'stop'])
       // `postfix stop` signals the master and returns; wait until it has let go of its lock.
-      for (let i = 0; i < 200 && (await isRunning(configDir)); i++) await sleep(50)
+      await until('the master to stop', async () => !(await isRunning(configDir)), 10_000, 50).catch(() => {})
     } finally {
       restoreMainCf()
       rmSync(dir, { recursive: true, force: true })
@@ -239,14 +230,10 @@ export async function startPostfix(t: { teardown: (fn: () => unknown) => void },
     configDir,
     smtpPort,
     log,
-    async waitForLog(pattern, timeoutMs = 60_000) {
-      const end = Date.now() + timeoutMs
-      for (;;) {
-        const m = pattern.exec(log())
-        if (m) return m
-        if (Date.now() > end) throw new Error(`maillog never matched ${pattern}:\n${log()}`)
-        await sleep(100)
-      }
+    waitForLog(pattern, timeoutMs = 60_000) {
+      return until(`the maillog to match ${pattern}`, () => pattern.exec(log()), timeoutMs, 100).catch(() => {
+        throw new Error(`maillog never matched ${pattern}:\n${log()}`)
+      })
     },
     async queue() {
       return (await run('postqueue', ['-c', configDir, '-p'])).output

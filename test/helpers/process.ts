@@ -1,6 +1,7 @@
 /** Runs the service as a real process (src/main.ts through tsx) and finds its ports in its logs. */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { until } from './until.js'
 
 export interface ServiceProcess {
   child: ChildProcess
@@ -12,7 +13,7 @@ export interface ServiceProcess {
 
 export async function startService(t: { teardown: (fn: () => unknown) => void }, env: Record<string, string>, timeoutMs = 20_000): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', ...env },
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', LMTP_HOST: '127.0.0.1', LMTP_PORT: '0', ADMIN_PORT: 'off', SHUTDOWN_DELAY: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
@@ -25,16 +26,17 @@ export async function startService(t: { teardown: (fn: () => unknown) => void },
       await exited
     }
   })
-  const end = Date.now() + timeoutMs
-  while (Date.now() < end) {
-    const started = /"msg":"lmtp-webhook started"/.exec(out)
-    if (started) {
-      const line = out.split('\n').find((l) => l.includes('"lmtp-webhook started"'))!
-      const info = JSON.parse(line) as { lmtpPort: number; adminPort: number | null }
-      return { child, lmtpPort: info.lmtpPort, adminPort: info.adminPort, output: () => out, exited }
-    }
-    if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}: ${out}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`service did not start: ${out}`)
+  const line = await until(
+    'the start-up line',
+    () => {
+      if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}: ${out}`)
+      return out.split('\n').find((l) => l.includes('"msg":"lmtp-webhook started"'))
+    },
+    timeoutMs,
+    50,
+  ).catch((err: unknown) => {
+    throw child.exitCode !== null ? err : new Error(`service did not start: ${out}`)
+  })
+  const info = JSON.parse(line) as { lmtpPort: number; adminPort: number | null }
+  return { child, lmtpPort: info.lmtpPort, adminPort: info.adminPort, output: () => out, exited }
 }

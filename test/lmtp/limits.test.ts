@@ -5,46 +5,23 @@
  */
 import t from 'tap'
 import net from 'node:net'
-import type { Readable } from 'node:stream'
 import { once } from 'node:events'
+import type { Readable } from 'node:stream'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { converse, readAll, startServer, type Received } from '../helpers/lmtp.js'
+import { readAll, startServer, type Received } from '../helpers/lmtp.js'
 import { reply, type Reply } from '../../src/lmtp/reply.js'
 import type { Envelope, LmtpHandler } from '../../src/lmtp/types.js'
 import { isAppError } from '../../src/errors.js'
 import { Metrics } from '../../src/metrics.js'
+import { blocks, converse, LmtpClient as Client, summary } from '../helpers/lmtp-client.js'
+import { until } from '../helpers/until.js'
 
 const HOST = 'lmtp.test'
 
 /** What the checks need of a tap test. */
 interface Test {
   strictSame(found: unknown, wanted: unknown, message: string): boolean
-}
-
-/** One reply: all its lines (without CRLF). */
-type Block = string[]
-
-/** Splits raw server output into reply blocks. */
-function blocks(raw: string): Block[] {
-  const out: Block[] = []
-  let current: string[] = []
-  for (const line of raw.split('\r\n').slice(0, -1)) {
-    current.push(line)
-    if (line[3] !== '-') {
-      out.push(current)
-      current = []
-    }
-  }
-  return out
-}
-
-/** `code enhanced` of each reply's last line, like the transcripts in session.test.ts. */
-function summary(raw: string): string[] {
-  return blocks(raw).map((b) => {
-    const last = b[b.length - 1]!
-    return /^\d{3} [245]\.\d+\.\d+ /.test(last) ? last.split(' ').slice(0, 2).join(' ') : last.slice(0, 3)
-  })
 }
 
 /**
@@ -74,76 +51,6 @@ function checkTranscript(t: Test, raw: string, what: string): void {
     }
   })
   t.strictSame(problems, [], `${what}: every reply line is well formed`)
-}
-
-/** An interactive client: send, then wait for a number of complete replies or for the close. */
-class Client {
-  private readonly socket: net.Socket
-  private raw = ''
-  private seen = 0
-  private waiter: { count: number; resolve: () => void } | null = null
-  readonly closed: Promise<void>
-  error: Error | null = null
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket
-    socket.setEncoding('latin1')
-    socket.on('data', (s: string) => {
-      this.raw += s
-      this.seen = blocks(this.raw).length
-      if (this.waiter && this.seen >= this.waiter.count) {
-        const w = this.waiter
-        this.waiter = null
-        w.resolve()
-      }
-    })
-    socket.on('error', (err) => (this.error = err))
-    this.closed = new Promise((resolve) => socket.on('close', () => resolve()))
-  }
-
-  /** Connects and waits for the first reply (the greeting, or a refusal). */
-  static async connect(port: number): Promise<Client> {
-    const socket = net.connect({ port, host: '127.0.0.1' })
-    await once(socket, 'connect')
-    const c = new Client(socket)
-    await c.until(1)
-    return c
-  }
-
-  get output(): string {
-    return this.raw
-  }
-
-  write(data: string | Buffer): Promise<void> {
-    return new Promise((resolve, reject) => this.socket.write(data, (err) => (err ? reject(err) : resolve())))
-  }
-
-  /** Waits until `count` replies in total have arrived (or the connection closed). */
-  until(count: number): Promise<void> {
-    if (this.seen >= count) return Promise.resolve()
-    return Promise.race([new Promise<void>((resolve) => (this.waiter = { count, resolve })), this.closed])
-  }
-
-  /** Sends, then waits for `more` further replies. Returns the summaries of those replies. */
-  async send(data: string | Buffer, more: number): Promise<string[]> {
-    const before = this.seen
-    await this.write(data)
-    await this.until(before + more)
-    return summary(this.raw).slice(before)
-  }
-
-  destroy(): void {
-    this.socket.destroy()
-  }
-
-  end(): void {
-    this.socket.end()
-  }
-}
-
-/** Waits for a condition the server reaches on its own (no time limit: tap's timeout covers it). */
-async function eventually(check: () => boolean): Promise<void> {
-  while (!check()) await new Promise((r) => setTimeout(r, 5))
 }
 
 /** A handler that records what it receives; `settled` resolves when a data() call ends. */
@@ -233,7 +140,7 @@ t.test('a client that disconnects mid-data delivers nothing', async (t) => {
       c.destroy()
       const r = await rec.settled()
       t.ok(isAppError(r.error, 'LMTP_ERR_ABORTED'), `stream error LMTP_ERR_ABORTED (${String(r.error)})`)
-      await eventually(() => server.connections === 0)
+      await until('the server to drop the connection', () => server.connections === 0)
       t.equal(received.filter((x) => !x.error).length, 0, 'nothing delivered')
     })
   }
@@ -249,7 +156,7 @@ t.test('too many connections: 421 4.7.0, then room again once a session ends', a
   checkTranscript(t, refused.output, 'refused connection')
   await a.send('QUIT\r\n', 1)
   await a.closed
-  await eventually(() => server.connections < 2)
+  await until('room for a connection', () => server.connections < 2)
   const d = await Client.connect(port)
   t.strictSame(summary(d.output), ['220'], 'a new connection is served')
   t.strictSame(await d.send(LHLO + 'QUIT\r\n', 2), ['250', '221 2.0.0'])
@@ -354,7 +261,7 @@ t.test('a command line that never ends: past LMTP_MAX_LINE_DISCARD, 500 5.5.2 an
   t.strictSame(summary(c.output), ['220', '250', '500 5.5.2', '421 4.7.0'])
   t.match(blocks(c.output)[3]![0], /^421 4\.7\.0 lmtp\.test command line too long, closing connection$/)
   checkTranscript(t, c.output, 'abandoned line')
-  await eventually(() => server.connections === 0)
+  await until('the server to react', () => server.connections === 0)
   t.equal(await counter(metrics, 'lmtp_webhook_lmtp_lines_abandoned_total'), 1, 'lmtp_webhook_lmtp_lines_abandoned_total counts it')
 
   const ok = await converse(port, LHLO + 'NOOP ' + 'b'.repeat(10_000) + '\r\nNOOP\r\nQUIT\r\n')
@@ -381,7 +288,7 @@ t.test('a client trickling an endless command line does not keep the connection 
   t.ok(closed, `the server closed the connection (after ${Date.now() - started} ms, ${sent} octets)`)
   t.strictSame(summary(c.output), ['220', '250', '421 4.4.2'], 'with the idle timeout reply')
   checkTranscript(t, c.output, 'trickled line')
-  await eventually(() => server.connections === 0)
+  await until('the server to react', () => server.connections === 0)
   t.equal(server.connections, 0, 'the connection slot is free again')
 
   // A command split over several writes, within the timeout, is served as usual.
@@ -400,9 +307,9 @@ t.test('after the server has closed its side, a client that keeps sending and ne
   socket.on('error', () => {})
   const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
   await once(socket, 'connect')
-  await eventually(() => output.includes('\r\n'))
+  await until('the server to react', () => output.includes('\r\n'))
   socket.write('QUIT\r\n')
-  await eventually(() => output.includes('221 '))
+  await until('the server to react', () => output.includes('221 '))
   const started = Date.now()
   let done = false
   void closed.then(() => (done = true))
@@ -413,7 +320,7 @@ t.test('after the server has closed its side, a client that keeps sending and ne
   }
   t.ok(done, `the server let go of the connection (after ${Date.now() - started} ms)`)
   t.ok(Date.now() - started < 10_000, 'within the linger time (5 s) and some slack')
-  await eventually(() => server.connections === 0)
+  await until('the server to react', () => server.connections === 0)
   t.equal(server.connections, 0)
 })
 
@@ -433,17 +340,12 @@ t.test('graceful close', async (t) => {
   t.strictSame(summary(idle.output), ['220', '250', '421 4.3.2'], 'an idle session gets 421 4.3.2 at once')
 
   // New connections are refused: either the listener is gone or they get 421.
-  const late = net.connect({ port, host: '127.0.0.1' })
-  let lateOutput = ''
-  late.setEncoding('latin1').on('data', (s: string) => (lateOutput += s))
-  const lateError = await new Promise<Error | null>((resolve) => {
-    late.on('error', (err) => resolve(err))
-    late.on('close', () => resolve(null))
-  })
+  const late = await Client.open(port)
   t.ok(
-    (lateError as NodeJS.ErrnoException | null)?.code === 'ECONNREFUSED' || lateOutput.startsWith('421 4.3.2'),
-    `a new connection is refused (${lateError?.message ?? JSON.stringify(lateOutput)})`,
+    late === null || late.greeting?.[0]?.startsWith('421 4.3.2'),
+    `a new connection is refused (${late === null ? 'ECONNREFUSED' : JSON.stringify(late.output)})`,
   )
+  late?.destroy()
 
   t.strictSame(await inData.send('second half\r\n.\r\n', 3), ['250 2.0.0', '250 2.0.0', '421 4.3.2'], 'the transaction in DATA finishes, then 421')
   t.strictSame(

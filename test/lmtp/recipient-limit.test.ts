@@ -1,5 +1,6 @@
 import t from 'tap'
-import { codes, converse, startServer } from '../helpers/lmtp.js'
+import { startServer } from '../helpers/lmtp.js'
+import { codes, converse } from '../helpers/lmtp-client.js'
 
 t.test('over the recipient limit: 452 4.5.3, earlier recipients kept and answered', async (t) => {
   const { port, received } = await startServer(t, undefined, { maxRecipients: 2 })

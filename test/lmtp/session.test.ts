@@ -1,5 +1,6 @@
 import t from 'tap'
-import { codes, converse, startServer } from '../helpers/lmtp.js'
+import { startServer } from '../helpers/lmtp.js'
+import { codes, converse } from '../helpers/lmtp-client.js'
 
 const LHLO = 'LHLO client.test\r\n'
 const L = '250' // the LHLO reply's last line (no enhanced code, RFC 2034)

@@ -183,11 +183,11 @@ t.test('the Deployment carries the probes, hardening and shutdown budget', async
   t.match(deployment, /livenessProbe:\n\s+httpGet:\n\s+path: \/healthz\n\s+port: admin/)
   t.match(deployment, /readinessProbe:\n\s+httpGet:\n\s+path: \/readyz\n\s+port: admin/)
   t.match(deployment, /- name: tmp\n\s+mountPath: \/tmp/)
-  t.match(deployment, /preStop:/)
+  t.notMatch(deployment, /preStop:/, 'no preStop sleep: the service waits SHUTDOWN_DELAY itself')
   t.match(deployment, /terminationGracePeriodSeconds: \{\{ include "lmtp-webhook.terminationGracePeriodSeconds"/)
   const helpers = templates.find((f) => f.name === '_helpers.tpl')?.text ?? ''
   const grace = /define "lmtp-webhook.terminationGracePeriodSeconds"[\s\S]*?\{\{- end \}\}\n\{\{- end \}\}/.exec(helpers)?.[0] ?? ''
-  for (const part of ['preStopSleepSeconds', 'config.delivery.replyTimeoutSeconds', 'config.shutdownTimeoutSeconds']) {
+  for (const part of ['config.shutdownDelaySeconds', 'config.delivery.replyTimeoutSeconds', 'config.shutdownTimeoutSeconds']) {
     t.ok(grace.includes(`.Values.${part}`), `the grace period adds ${part}`)
   }
   const pod = values.podSecurityContext as Record<string, unknown>
@@ -241,6 +241,7 @@ t.test('the default values give a configuration src/config.ts accepts', async (t
   t.equal(config.delivery.routesFile, join(dir, 'routes.yaml'))
   t.equal(config.delivery.replyTimeoutMs, 30_000)
   t.equal(config.lmtp.shutdownTimeoutMs, 25_000)
+  t.equal(config.lmtp.shutdownDelayMs, 5_000)
   t.equal(config.lmtp.maxMessageSize, 25 * 1024 * 1024)
   t.same(config.lmtp.domains, ['*'], 'no domains: all accepted')
   t.not(config.lmtp.hostname, '', 'an empty hostname falls back to the pod name')
@@ -265,6 +266,7 @@ t.test('overridden values reach the configuration', async (t) => {
       },
       shutdownTimeoutSeconds: 60,
       events: { url: 'https://alerts.example.com/lmtp-webhook' },
+      shutdownDelaySeconds: 0,
     },
     eventsSecret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
   })
@@ -284,6 +286,7 @@ t.test('overridden values reach the configuration', async (t) => {
   t.equal(config.delivery.workerConcurrency, 8)
   t.equal(config.delivery.replyTimeoutMs, 45_000)
   t.equal(config.lmtp.shutdownTimeoutMs, 60_000)
+  t.equal(config.lmtp.shutdownDelayMs, 0, 'a shutdown delay of 0 is allowed')
   t.same(config.delivery.denyCidrs, ['10.0.0.0/8', 'fd00::/8'])
   t.equal(config.delivery.senderCheckUrl, 'https://hooks.example.com/sender')
   t.equal(config.redis.allowAcceptWithoutAof, true)

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { Webhook } from 'standardwebhooks'
 import { ROOT } from './helpers.js'
+import { until } from '../helpers/until.js'
 
 const SCRIPT = join(ROOT, 'docker', 'demo-receiver', 'server.mjs')
 const current = `whsec_${randomBytes(32).toString('base64')}`
@@ -74,11 +75,7 @@ t.test('verifies Standard Webhooks signatures', async (t) => {
   const valid = await post(receiver.base, '/hooks/inbox', signed(current, payload), payload)
   t.equal(valid.status, 200, 'a valid signature is accepted')
   // The receiver's log line travels through a pipe: it may arrive just after the response.
-  let logged = receiver.lines.find((l) => l.path === '/hooks/inbox')
-  for (let i = 0; i < 100 && logged === undefined; i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    logged = receiver.lines.find((l) => l.path === '/hooks/inbox')
-  }
+  const logged = await until('the log line of the delivery', () => receiver.lines.find((l) => l.path === '/hooks/inbox'))
   t.match(logged, { signature: 'valid', status: 200, rcptTo: 'alice@example.test', subject: 'Hello' }, 'the delivery is logged with its envelope')
 
   t.equal((await post(receiver.base, '/hooks/inbox', signed(previous, payload), payload)).status, 200, 'a second secret (key rotation) is accepted')

@@ -8,7 +8,6 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -16,19 +15,11 @@ import { createInterface } from 'node:readline'
 import { Redis } from 'ioredis'
 import { request } from 'undici'
 import { ROOT, chartEnvironment, chartValues, withOverrides } from './helpers.js'
+import { LmtpClient } from '../helpers/lmtp-client.js'
+import { freePort } from '../helpers/net.js'
 
 const NOBODY = 65534
 const asRoot = process.getuid?.() === 0
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
 
 async function run(command: string, args: string[], cwd: string): Promise<void> {
   const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -43,25 +34,6 @@ async function readableByNobody(path: string): Promise<boolean> {
   const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', 'test', '-r', path], { stdio: 'ignore' })
   const [code] = await once(child, 'exit')
   return code === 0
-}
-
-/** Reads LMTP reply lines up to and including the last line of one reply (`NNN ` form). */
-function replies(socket: ReturnType<typeof connect>): () => Promise<string[]> {
-  const lines: string[] = []
-  const waiting: Array<() => void> = []
-  createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
-    lines.push(line)
-    waiting.shift()?.()
-  })
-  return async () => {
-    const reply: string[] = []
-    for (;;) {
-      while (lines.length === 0) await new Promise<void>((resolve) => waiting.push(resolve))
-      const line = lines.shift() as string
-      reply.push(line)
-      if (/^\d{3} /.test(line) || !/^\d{3}-/.test(line)) return reply
-    }
-  }
 }
 
 t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
@@ -165,16 +137,13 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
   t.equal(ui.statusCode, 200, 'the compiled server finds the dashboard next to dist/')
   t.match(await ui.body.text(), /<script type="module" src="ui\/app\.js">/)
 
-  const socket = connect(lmtpPort, '127.0.0.1')
-  const next = replies(socket)
-  const greeting = await next()
-  t.match(greeting[0], /^220 /, 'the LMTP greeting arrives')
-  socket.write('LHLO runtime.test\r\n')
-  const lhlo = await next()
-  t.match(lhlo.at(-1), /^250 /, 'LHLO is answered')
-  socket.write('QUIT\r\n')
-  t.match((await next())[0], /^221 /)
-  socket.destroy()
+  const lmtp = await LmtpClient.connect(lmtpPort)
+  t.match(lmtp.greeting?.[0], /^220 /, 'the LMTP greeting arrives')
+  await lmtp.write('LHLO runtime.test\r\n')
+  t.match((await lmtp.next())?.at(-1), /^250 /, 'LHLO is answered')
+  await lmtp.write('QUIT\r\n')
+  t.match((await lmtp.next())?.[0], /^221 /)
+  lmtp.destroy()
 
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')

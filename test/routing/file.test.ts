@@ -69,6 +69,13 @@ routes:
   t.same(routes[2]!.replies['404'], { code: 550, enhanced: '5.1.1', message: 'No such mailbox' })
 })
 
+t.test('a bare number in a duration of the file is seconds', async (t) => {
+  const path = file('routes:\n  - { id: a, match: "a@example.com", url: "https://h.example.com/", timeout: 30, retry: { backoff: 5, maxDelay: 600 } }\n')
+  const [route] = loadRoutesFile(path)
+  t.equal(route!.timeoutMs, 30_000, 'timeout: 30 is 30 s, not 30 ms')
+  t.same(route!.retry, { attempts: 10, backoffMs: 5_000, maxDelayMs: 600_000 })
+})
+
 t.test('an empty file or an empty list has no routes', async (t) => {
   t.same(loadRoutesFile(file('')), [])
   t.same(loadRoutesFile(file('# nothing yet\n')), [])

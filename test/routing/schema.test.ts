@@ -2,6 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { isAppError } from '../../src/errors.js'
 import { parseRoute, publicView, routeReplyFor, routeToDefinition, secretId, type Route } from '../../src/routing/schema.js'
+import { parseDuration } from '../../src/config.js'
 
 const secret = (bytes = 32): string => `whsec_${randomBytes(bytes).toString('base64')}`
 const base = { id: 'sales', match: 'sales@example.com', url: 'https://hooks.example.com/mail' }
@@ -67,7 +68,6 @@ t.test('a full route is normalised', async (t) => {
   t.same(route.replies['404'], { code: 550, enhanced: '5.1.1', message: 'no such user' }, 'reply text loses its line break')
   t.same(route.replies['5xx'], { code: 451, enhanced: undefined, message: undefined }, 'class keys are lower-cased')
   t.equal(parseRoute({ ...base, secret: s1 }, 'r').secrets[0], s1, 'one secret becomes a list of one')
-  t.equal(parseRoute({ ...base, timeout: 1500, maxInlineAttachmentBytes: 0 }, 'r').timeoutMs, 1500, 'an integer timeout is milliseconds')
   t.equal(parseRoute({ ...base, maxInlineAttachmentBytes: 0 }, 'r').maxInlineAttachmentBytes, 0, '0 keeps attachments out')
 })
 
@@ -89,9 +89,12 @@ t.test('every schema error names the route and the field and says what was expec
     [{ ...base, match: 'nope' }, 'routes[2] (id "sales"): match: expected a recipient pattern'],
     [{ ...base, format: 'xml' }, 'format: expected one of "json", "json+raw", "raw", got "xml"'],
     [{ ...base, mode: 'later' }, 'mode: expected one of "defer", "accept", got "later"'],
-    [{ ...base, timeout: 'soon' }, 'timeout: expected a duration: milliseconds or a string such as "10s"'],
-    [{ ...base, timeout: '10' }, 'timeout: expected a duration'],
-    [{ ...base, timeout: 5 }, 'timeout: expected a duration from 10 ms to 900000 ms'],
+    [{ ...base, timeout: 'soon' }, 'timeout: expected a duration: seconds or a string such as "10s"'],
+    [{ ...base, timeout: '10 sec' }, 'timeout: expected a duration'],
+    [{ ...base, timeout: -1 }, 'timeout: expected a duration'],
+    [{ ...base, timeout: 0.005 }, 'timeout: expected a duration from 10 ms to 900000 ms'],
+    [{ ...base, timeout: 901 }, 'timeout: expected a duration from 10 ms to 900000 ms (such as "10s", "500ms", "2m"), got 901'],
+    [{ ...base, retry: { backoff: 60, maxDelay: 30 } }, 'retry.maxDelay: expected a duration of at least retry.backoff (60000 ms), got 30000 ms'],
     [{ ...base, timeout: '1d' }, 'timeout: expected a duration from 10 ms to 900000 ms (such as "10s", "500ms", "2m"), got "1d"'],
     [{ ...base, retry: { attempts: 0 } }, 'retry.attempts: expected an integer from 1 to 100, got 0'],
     [{ ...base, retry: { attempts: 2.5 } }, 'retry.attempts: expected an integer from 1 to 100, got 2.5'],
@@ -175,6 +178,23 @@ t.test('things that are not a route', async (t) => {
   }
 })
 
+t.test('a bare number in a route duration is seconds, as in the environment', async (t) => {
+  const r = parseRoute({ ...base, timeout: 30, retry: { backoff: 2, maxDelay: 90 } }, 'r')
+  t.equal(r.timeoutMs, 30_000, 'timeout: 30 is 30 s')
+  t.same(r.retry, { attempts: 10, backoffMs: 2_000, maxDelayMs: 90_000 }, 'retry.backoff and retry.maxDelay too')
+  t.equal(parseRoute({ ...base, timeout: 1.5 }, 'r').timeoutMs, 1500, 'fractions of a second')
+  t.equal(parseRoute({ ...base, timeout: '30' }, 'r').timeoutMs, 30_000, 'a string without a unit is seconds too')
+  t.equal(parseRoute({ ...base, timeout: '1500ms' }, 'r').timeoutMs, 1500, 'units still work')
+  t.equal(parseRoute({ ...base, timeout: 0.01 }, 'r').timeoutMs, 10, 'down to the 10 ms floor')
+  t.equal(parseRoute({ ...base, timeout: '30' }, 'r').timeoutMs, parseDuration('30'), 'the same reading as REPLY_TIMEOUT=30')
+})
+
+t.test('routeToDefinition writes durations with their unit', async (t) => {
+  const def = routeToDefinition(parseRoute({ ...base, timeout: 2.5, retry: { backoff: '1m', maxDelay: 7200 } }, 'r'))
+  t.equal(def.timeout, '2500ms')
+  t.same(def.retry, { attempts: 10, backoff: '60000ms', maxDelay: '7200000ms' })
+})
+
 t.test('routeToDefinition gives a definition that parses back to the same route', async (t) => {
   const routes: Route[] = [
     parseRoute(base, 'r', 'api'),
@@ -186,7 +206,7 @@ t.test('routeToDefinition gives a definition that parses back to the same route'
         headers: { 'X-Key': 'v' },
         timeout: '3s',
         mode: 'accept',
-        retry: { attempts: 2, backoff: 100, maxDelay: '1s' },
+        retry: { attempts: 2, backoff: 0.1, maxDelay: '1s' },
         recipientCheckUrl: 'http://127.0.0.1/c',
         replies: { '404': { code: 550, enhanced: '5.1.1', message: 'gone' }, error: { code: 451 } },
         concurrency: 4,

@@ -1,12 +1,12 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { isAppError, type ErrorCode } from '../../src/errors.js'
 import { createLogger } from '../../src/logger.js'
 import { parseRoute, publicView, type Route } from '../../src/routing/schema.js'
 import { RouteStore, type RouteStoreOptions } from '../../src/routing/store.js'
 import type { RouteTable } from '../../src/routing/table.js'
+import { until } from '../helpers/until.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const logger = createLogger('silent')
@@ -34,19 +34,6 @@ async function setup(t: Test): Promise<{ prefix: string; redis: Redis; open: (op
     return store
   }
   return { prefix, redis, open }
-}
-
-/** Polls until `check` holds; fails the test after a generous bound. */
-async function until(t: Test, what: string, check: () => boolean, boundMs = 10_000): Promise<void> {
-  const deadline = Date.now() + boundMs
-  while (!check()) {
-    if (Date.now() > deadline) {
-      t.fail(`${what} (not seen within ${boundMs} ms)`)
-      return
-    }
-    await sleep(20)
-  }
-  t.pass(what)
 }
 
 async function rejection(promise: Promise<unknown>, code: ErrorCode): Promise<AppErrorLike> {
@@ -182,15 +169,15 @@ t.test("two stores on one Redis see each other's changes", async (t) => {
   b.onChange((table: RouteTable) => seenByB.push(table.version))
 
   await a.create(def('from-a', 'a@example.com'))
-  await until(t, 'b sees the route a created', () => b.lookup('a@example.com')?.id === 'from-a')
+  await until('b sees the route a created', () => b.lookup('a@example.com')?.id === 'from-a')
   t.ok(seenByB.length >= 1, "b's change listener was called")
   t.equal(b.version, a.version, 'both are at the same version')
 
   await b.replace('from-a', { match: 'a2@example.com', url: 'http://127.0.0.1:1/x' })
-  await until(t, 'a sees the replacement b made', () => a.lookup('a2@example.com')?.id === 'from-a' && a.lookup('a@example.com') === undefined)
+  await until('a sees the replacement b made', () => a.lookup('a2@example.com')?.id === 'from-a' && a.lookup('a@example.com') === undefined)
 
   await b.delete('from-a')
-  await until(t, 'a sees the deletion b made', () => a.get('from-a') === undefined)
+  await until('a sees the deletion b made', () => a.get('from-a') === undefined)
 
   await rejection(
     b.create(def('from-a', 'a2@example.com')).then(() => a.create(def('again', 'A2@example.com'))),
@@ -210,7 +197,6 @@ t.test('two stores racing for one pattern: exactly one wins', async (t) => {
     t.ok(lost.length === 1 && isAppError(lost[0]!.reason, 'ROUTE_ERR_DUPLICATE'), `round ${round}: the other got ROUTE_ERR_DUPLICATE`)
   }
   await until(
-    t,
     'both stores agree on every route',
     () =>
       a
@@ -233,14 +219,14 @@ t.test('a store that missed change notices catches up on reconnect', async (t) =
   const b = await open({ subscriber })
 
   subscriber.disconnect()
-  await until(t, "b's subscriber is disconnected", () => subscriber.status === 'end')
+  await until("b's subscriber is disconnected", () => subscriber.status === 'end')
   await a.create(def('while-away', 'away@example.com'))
   t.equal(b.get('while-away'), undefined, 'b cannot have seen it: no notice, no periodic check yet')
 
   await subscriber.connect()
-  await until(t, 'b reloads when its subscriber is ready again', () => b.get('while-away') !== undefined)
+  await until('b reloads when its subscriber is ready again', () => b.get('while-away') !== undefined)
   await a.create(def('after', 'after@example.com'))
-  await until(t, 'and it is subscribed again', () => b.get('after') !== undefined)
+  await until('and it is subscribed again', () => b.get('after') !== undefined)
 })
 
 t.test('the periodic check picks up a change whose notice was lost', async (t) => {
@@ -251,7 +237,7 @@ t.test('the periodic check picks up a change whose notice was lost', async (t) =
   await redis.hset(`${prefix}:routes`, 'written', JSON.stringify(route))
   await redis.hset(`${prefix}:routes`, 'broken', '{"id":"broken","match":"nope"}')
   await redis.incr(`${prefix}:routes:version`)
-  await until(t, 'the store finds the route', () => store.get('written') !== undefined)
+  await until('the store finds the route', () => store.get('written') !== undefined)
   t.equal(store.get('broken'), undefined, 'a stored route that does not parse is left out')
   t.equal(store.lookup('written@example.com')?.id, 'written')
 })
@@ -260,4 +246,34 @@ t.test('conflicting file routes are refused at open', async (t) => {
   const { open } = await setup(t)
   const twice = [...fileRoutes, parseRoute(def('copy', 'SUPPORT@example.com'), 'routes[2]')]
   await rejection(open({ fileRoutes: twice }), 'ROUTE_ERR_DUPLICATE')
+})
+
+t.test('durations: written with their unit; definitions stored with numbers of milliseconds keep their meaning', async (t) => {
+  const { prefix, redis, open } = await setup(t)
+  const store = await open()
+  await store.create({ id: 'new', match: 'new@example.com', url: 'http://127.0.0.1:1/new', timeout: 30, retry: { backoff: 2, maxDelay: '1h' } })
+  const written = JSON.parse((await redis.hget(`${prefix}:routes`, 'new'))!) as Record<string, any>
+  t.equal(written.timeout, '30000ms', 'timeout is stored with its unit')
+  t.same([written.retry.backoff, written.retry.maxDelay], ['2000ms', '3600000ms'], 'so are the retry delays')
+  t.equal(store.get('new')?.timeoutMs, 30_000, 'timeout: 30 in the API is 30 s')
+
+  // A definition the store wrote before a bare number meant seconds.
+  const older = {
+    id: 'older',
+    match: 'older@example.com',
+    url: 'http://127.0.0.1:1/older',
+    timeout: 1500,
+    retry: { attempts: 3, backoff: 100, maxDelay: 2000 },
+  }
+  await redis
+    .multi()
+    .hset(`${prefix}:routes`, 'older', JSON.stringify(older))
+    .hset(`${prefix}:routes:patterns`, 'older@example.com', 'older')
+    .incr(`${prefix}:routes:version`)
+    .exec()
+  const reopened = await open()
+  const route = reopened.get('older')
+  t.equal(route?.timeoutMs, 1500, 'its timeout is still 1500 ms')
+  t.same(route?.retry, { attempts: 3, backoffMs: 100, maxDelayMs: 2000 }, 'its retry delays are still milliseconds')
+  t.equal(reopened.get('new')?.timeoutMs, 30_000, 'and the new one is still 30 s')
 })

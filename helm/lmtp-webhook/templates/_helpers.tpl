@@ -48,16 +48,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Seconds Kubernetes waits after SIGTERM before SIGKILL: the preStop sleep; the LMTP drain, where a
-session may still be waiting out its reply timeout (cut at the shutdown timeout); the workers'
-drain (shutdown timeout again); a 5 s margin. The process itself gives up at twice the shutdown
-timeout plus 5 s, so this never kills it first.
+Seconds Kubernetes waits after SIGTERM before SIGKILL: the shutdown delay (not ready, still
+serving); the LMTP drain, where a session may still be waiting out its reply timeout (cut at the
+shutdown timeout); the workers' drain (shutdown timeout again); a 5 s margin. The process itself
+gives up at the shutdown delay plus twice the shutdown timeout plus 5 s, so this never kills it
+first.
 */}}
 {{- define "lmtp-webhook.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
 {{- $reply := int .Values.config.delivery.replyTimeoutSeconds }}
 {{- $shutdown := int .Values.config.shutdownTimeoutSeconds }}
-{{- add (int .Values.preStopSleepSeconds) (max $reply $shutdown) $shutdown 5 }}
+{{- add (int .Values.config.shutdownDelaySeconds) (max $reply $shutdown) $shutdown 5 }}
 {{- else }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- end }}
