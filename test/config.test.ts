@@ -227,6 +227,40 @@ const table: Variable[] = [
     invalid: ['10.0.0.0/33', 'example.com/8', '10.0.0.0/8/1'],
   },
   {
+    name: 'LMTP_MAX_LINE_DISCARD',
+    path: 'lmtp.maxLineDiscard',
+    fallback: 64 * 1024,
+    valid: [
+      ['4096', 4096],
+      ['1MiB', MiB],
+    ],
+    invalid: ['4095', 'lots', '-1'],
+  },
+  {
+    name: 'LMTP_ALLOW_CIDRS',
+    path: 'lmtp.allowCidrs',
+    fallback: [],
+    valid: [
+      ['10.0.0.0/8, fd00::/8', ['10.0.0.0/8', 'fd00::/8']],
+      ['127.0.0.1', ['127.0.0.1']],
+    ],
+    invalid: ['the office', '10.0.0.0/33'],
+  },
+  {
+    name: 'EVENTS_URL',
+    path: 'events.url',
+    fallback: null,
+    valid: [['https://alerts.example.com/lmtp', 'https://alerts.example.com/lmtp']],
+    invalid: ['ftp://x/', 'not a url'],
+  },
+  {
+    name: 'EVENTS_SECRET',
+    path: 'events.secret',
+    fallback: null,
+    valid: [[`whsec_${Buffer.alloc(32, 7).toString('base64')}`, `whsec_${Buffer.alloc(32, 7).toString('base64')}`]],
+    invalid: ['hunter2', `whsec_${Buffer.alloc(8, 7).toString('base64')}`],
+  },
+  {
     name: 'WEBHOOK_DENY_CIDRS',
     path: 'delivery.denyCidrs',
     fallback: [],
@@ -350,6 +384,20 @@ t.test('every variable src/config.ts reads is covered here', async (t) => {
   const source = readFileSync(new URL('../src/config.ts', import.meta.url), 'utf8')
   const read = new Set([...source.matchAll(/\benv, '([A-Z][A-Z0-9_]*)'/g)].map((m) => m[1]!))
   read.add('ADMIN_TOKENS').add('ADMIN_TOKENS_FILE')
-  const covered = new Set([...table.map((v) => v.name), 'ADMIN_TOKENS_FILE'])
+  // Listener security needs certificate and users files: test/lmtp/security-config.test.ts covers it.
+  const security = [
+    'LMTP_TLS_CERT_FILE',
+    'LMTP_TLS_KEY_FILE',
+    'LMTP_TLS_CLIENT_CA_FILE',
+    'LMTP_TLS_CLIENT_CERT',
+    'LMTP_TLS_REQUIRED',
+    'LMTP_AUTH_USERS_FILE',
+    'LMTP_AUTH_REQUIRED',
+    'LMTP_AUTH_MAX_FAILURES',
+    'LMTP_AUTH_FAILURE_WINDOW',
+    'LMTP_PROXY_PROTOCOL',
+    'LMTP_PROXY_TRUSTED_CIDRS',
+  ]
+  const covered = new Set([...table.map((v) => v.name), 'ADMIN_TOKENS_FILE', ...security])
   for (const name of read) t.ok(covered.has(name), `${name} has a row in this test`)
 })

@@ -128,7 +128,7 @@ export const RouteDefinitionSchema = Type.Object(
       Type.Object(
         {
           max: Type.Integer({ minimum: LIMITS.rateMax.min, maximum: LIMITS.rateMax.max, description: 'Attempts allowed in any interval of length `per`.' }),
-          per: Duration('The interval: milliseconds, or a string such as "1s", "1m".'),
+          per: Duration('The interval: seconds, or a string such as "1s", "1m".'),
         },
         { additionalProperties: false, description: 'Attempts per interval across all replicas; more wait for their turn.' },
       ),
@@ -276,11 +276,11 @@ const EXPECTED: Record<string, string> = {
   concurrency: `an integer from ${LIMITS.concurrency.min} to ${LIMITS.concurrency.max}`,
   rateLimit: 'a map with max and per, such as { max: 10, per: "1s" }',
   'rateLimit.max': `an integer from ${LIMITS.rateMax.min} to ${LIMITS.rateMax.max}`,
-  'rateLimit.per': 'a duration: milliseconds or a string such as "1s", "1m"',
+  'rateLimit.per': 'a duration: seconds or a string such as "1s", "1m"',
   circuitBreaker: 'false, or a map with failures, window and coolDown',
   'circuitBreaker.failures': `an integer from ${LIMITS.failures.min} to ${LIMITS.failures.max}`,
-  'circuitBreaker.window': 'a duration: milliseconds or a string such as "1m", "30s"',
-  'circuitBreaker.coolDown': 'a duration: milliseconds or a string such as "30s", "5m"',
+  'circuitBreaker.window': 'a duration: seconds or a string such as "1m", "30s"',
+  'circuitBreaker.coolDown': 'a duration: seconds or a string such as "30s", "5m"',
 }
 
 const SECRET_FIELD = /^(secret|secrets(\.\*)?|headers\.\*)$/

@@ -20,9 +20,9 @@ async function clients(probe: Redis, keyPrefix: string): Promise<string[]> {
 }
 
 const expected: Record<string, string[]> = {
-  all: ['bullmq-blocking', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
-  listener: ['lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
-  worker: ['bullmq-blocking', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
+  all: ['bullmq-blocking', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
+  listener: ['lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
+  worker: ['bullmq-blocking', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:app', 'lmtp-webhook:queue', 'lmtp-webhook:worker'],
 }
 
 for (const [role, names] of Object.entries(expected)) {

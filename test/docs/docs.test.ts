@@ -20,16 +20,28 @@ t.test('docs/architecture.md lists every file under src/ and test/helpers/', asy
   const layout = /## Layout\n\n```\n([\s\S]*?)```/.exec(doc)?.[1] ?? ''
   t.ok(layout.length > 0, 'the layout block is there')
   let dir = ''
+  let sub = ''
   const listed = new Set<string>()
   for (const line of layout.split('\n')) {
     const top = /^(\S+)/.exec(line)
     if (top) {
       if (top[1]!.endsWith('/')) dir = top[1]!
       else listed.add(top[1]!)
+      sub = ''
       continue
     }
+    const folder = /^ {2}(\S+\/)(?:\s|$)/.exec(line)
+    if (folder) {
+      sub = folder[1]!
+      continue
+    }
+    const nested = /^ {4}(\S+\.ts)\b/.exec(line)
+    if (nested) listed.add(dir + sub + nested[1])
     const inner = /^ {2}(\S+\.ts)\b/.exec(line)
-    if (inner) listed.add(dir + inner[1])
+    if (inner) {
+      sub = ''
+      listed.add(dir + inner[1])
+    }
   }
   for (const file of tracked('src', 'test/helpers')) t.ok(listed.has(file), `${file} is in the layout`)
   for (const file of listed) t.equal(tracked(file).length, 1, `${file} of the layout exists`)

@@ -115,7 +115,7 @@ t.test('routes the schema accepts are routes the service accepts', async (t) => 
       headers: { 'x-tenant': 'support' },
       concurrency: 8,
       rateLimit: { max: 100, per: '1m' },
-      circuitBreaker: { failures: 3, window: '30s', coolDown: 60_000 },
+      circuitBreaker: { failures: 3, window: '30s', coolDown: '60s' },
     },
     { id: 'sales', match: 'sales@example.com', url: 'http://sales.internal:8080/in', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', circuitBreaker: false },
   ]

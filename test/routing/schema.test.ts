@@ -246,7 +246,7 @@ t.test('protection fields: concurrency, rateLimit and circuitBreaker are normali
   t.same(route.circuitBreaker, { failures: 3, windowMs: 60_000, coolDownMs: 30_000 }, 'fields left out take their defaults')
   t.same(parseRoute({ ...base, circuitBreaker: {} }, 'r').circuitBreaker, { failures: 5, windowMs: 60_000, coolDownMs: 30_000 })
   t.equal(parseRoute({ ...base, circuitBreaker: false }, 'r').circuitBreaker, null, 'false turns the breaker off')
-  t.same(parseRoute({ ...base, circuitBreaker: { window: 500, coolDown: '1.5s' } }, 'r').circuitBreaker, { failures: 5, windowMs: 500, coolDownMs: 1500 })
+  t.same(parseRoute({ ...base, circuitBreaker: { window: 0.5, coolDown: '1.5s' } }, 'r').circuitBreaker, { failures: 5, windowMs: 500, coolDownMs: 1500 })
 })
 
 t.test('bad protection fields are refused, naming the field', async (t) => {
@@ -260,7 +260,7 @@ t.test('bad protection fields are refused, naming the field', async (t) => {
     [{ rateLimit: { max: 3, per: '1s', burst: 2 } }, /: rateLimit\.burst: unknown field in rateLimit$/],
     [{ circuitBreaker: true }, /: circuitBreaker: expected false, or a map with failures, window and coolDown, got true$/],
     [{ circuitBreaker: { failures: 0 } }, /\): circuitBreaker\.failures: expected an integer from 1 to 1000, got 0$/],
-    [{ circuitBreaker: { coolDown: 'soon' } }, /\): circuitBreaker\.coolDown: expected a duration: milliseconds or a string/],
+    [{ circuitBreaker: { coolDown: 'soon' } }, /\): circuitBreaker\.coolDown: expected a duration: seconds or a string/],
     [{ circuitBreaker: { window: '5ms' } }, /\): circuitBreaker\.window: expected a duration from 100 ms/],
     [{ circuitBreaker: { threshold: 3 } }, /\): circuitBreaker\.threshold: unknown field in circuitBreaker$/],
   ]
