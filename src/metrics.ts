@@ -5,7 +5,7 @@
  * queue depth is read from BullMQ on each scrape.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Queue } from 'bullmq'
+import type { JobType } from 'bullmq'
 import type { ServerObserver } from './lmtp/server.js'
 import type { Envelope } from './lmtp/types.js'
 import type { Reply } from './lmtp/reply.js'
@@ -22,9 +22,16 @@ export function statusClass(code: number | undefined): string {
   return code === undefined ? 'error' : `${Math.floor(code / 100)}xx`
 }
 
+/** Where queue depth is read: job counts of each queue shard (src/delivery/queue.ts DeliveryQueues). */
+export interface QueueDepthSource {
+  countsByShard(...states: JobType[]): Promise<{ shard: string; counts: Record<string, number> }[]>
+}
+
 export class Metrics {
   readonly registry = new Registry()
-  private queue: Pick<Queue, 'getJobCounts'> | null = null
+  private queue: QueueDepthSource | null = null
+  /** The scrape's read of the shards, shared by the two queue gauges. */
+  private depth: Promise<{ shard: string; counts: Record<string, number> }[] | null> | null = null
 
   readonly connections = new Counter({
     name: `${METRIC_PREFIX}lmtp_connections_total`,
@@ -89,23 +96,51 @@ export class Metrics {
 
   readonly queueJobs = new Gauge({
     name: `${METRIC_PREFIX}queue_jobs`,
-    help: 'Jobs in the delivery queue by state (read from Redis on each scrape); failed = dead letters.',
+    help: 'Jobs in the delivery queues (all shards) by state (read from Redis on each scrape); failed = dead letters.',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: async () => {
-      if (!this.queue) return
-      let counts: Record<string, number>
-      try {
-        counts = await this.queue.getJobCounts(...QUEUE_STATES)
-      } catch {
+      const shards = await this.readDepth()
+      if (shards === null) {
         // Redis unreachable (the connection's error events count it): no depth rather than a
         // stale one, and the rest of the scrape still answers.
         this.queueJobs.reset()
         return
       }
-      for (const state of QUEUE_STATES) this.queueJobs.set({ state }, counts[state] ?? 0)
+      for (const state of QUEUE_STATES)
+        this.queueJobs.set(
+          { state },
+          shards.reduce((sum, s) => sum + (s.counts[state] ?? 0), 0),
+        )
     },
   })
+
+  readonly queueShardJobs = new Gauge({
+    name: `${METRIC_PREFIX}queue_shard_jobs`,
+    help: 'Jobs in each delivery queue shard (QUEUE_SHARDS; "legacy": the queue of an older key layout being drained) by state.',
+    labelNames: ['shard', 'state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const shards = await this.readDepth()
+      this.queueShardJobs.reset()
+      if (shards === null) return
+      for (const { shard, counts } of shards) for (const state of QUEUE_STATES) this.queueShardJobs.set({ shard, state }, counts[state] ?? 0)
+    },
+  })
+
+  /** One read of every shard per scrape, whichever gauge asks first. */
+  private readDepth(): Promise<{ shard: string; counts: Record<string, number> }[] | null> {
+    if (!this.queue) return Promise.resolve(null)
+    if (this.depth === null) {
+      const queue = this.queue
+      this.depth = queue.countsByShard(...QUEUE_STATES).catch(() => null)
+      const clear = (): void => {
+        this.depth = null
+      }
+      void this.depth.finally(() => setImmediate(clear))
+    }
+    return this.depth
+  }
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX })
@@ -116,8 +151,8 @@ export class Metrics {
     this.transactions.inc(0)
   }
 
-  /** Reads queue depth from this queue on each scrape. */
-  trackQueue(queue: Pick<Queue, 'getJobCounts'>): void {
+  /** Reads queue depth from these queues on each scrape. */
+  trackQueue(queue: QueueDepthSource): void {
     this.queue = queue
   }
 

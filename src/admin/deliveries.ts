@@ -80,7 +80,7 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req) => {
         const id = req.params.id
-        const [record, job] = await Promise.all([ctx.deliveries.get(id), ctx.queue.getJob(id)])
+        const [record, job] = await Promise.all([ctx.deliveries.get(id), ctx.queues.getJob(id)])
         const queueState = job ? await job.getState() : null
         const live = queueState === null || queueState === 'unknown' ? null : queueState
         if (record) return { ...record, attemptLog: [...record.attemptLog], queueState: live }
@@ -103,8 +103,9 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req, res) => {
         const id = req.params.id
-        const job = await ctx.queue.getJob(id)
-        if (!job) throw notFound(id)
+        const found = await ctx.queues.findJob(id)
+        if (!found) throw notFound(id)
+        const { job, shard } = found
         const state = await job.getState()
         if (state !== 'failed') throw adminError('ADMIN_ERR_NOT_DEAD', `delivery "${id}" is not dead-lettered (its job is ${state})`, { id, state })
         if (!ctx.routes.get(job.data.route)) {
@@ -113,7 +114,7 @@ export function deliveriesApi(ctx: AdminContext) {
             route: job.data.route,
           })
         }
-        if (!(await ctx.messages.touch(job.data.txn, ctx.config.delivery.messageTtlMs))) {
+        if (!(await shard.store.touch(job.data.txn, ctx.config.delivery.messageTtlMs))) {
           throw adminError('ADMIN_ERR_MESSAGE_GONE', `delivery "${id}": its stored message has expired (MESSAGE_TTL) or was removed; it cannot be replayed`, {
             id,
             txn: job.data.txn,
@@ -121,11 +122,12 @@ export function deliveriesApi(ctx: AdminContext) {
         }
         const ref = { id, txn: job.data.txn, rcpt: job.data.rcpt, route: job.data.route, mode: job.data.mode }
         // Logged first, so an attempt that follows at once is not overwritten by this state.
-        await ctx.deliveries.setState(ref, 'retrying')
+        const log = ctx.deliveries.in(shard.keys)
+        await log.setState(ref, 'retrying')
         try {
           await job.retry('failed', { resetAttemptsMade: true })
         } catch (err) {
-          await ctx.deliveries.setState(ref, 'dead')
+          await log.setState(ref, 'dead')
           throw err
         }
         return res.code(202).send({ id, state: 'retrying' as const })
@@ -146,7 +148,7 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req, res) => {
         const id = req.params.id
-        const job = await ctx.queue.getJob(id)
+        const job = await ctx.queues.getJob(id)
         let removed = false
         if (job) {
           const state = await job.getState()

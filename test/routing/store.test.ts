@@ -6,6 +6,8 @@ import { isAppError, type ErrorCode } from '../../src/errors.js'
 import { createLogger } from '../../src/logger.js'
 import { parseRoute, publicView, type Route } from '../../src/routing/schema.js'
 import { RouteStore, type RouteStoreOptions } from '../../src/routing/store.js'
+import { routeKeys } from '../../src/redis/keys.js'
+import { PubSub } from '../../src/redis/pubsub.js'
 import type { RouteTable } from '../../src/routing/table.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
@@ -156,7 +158,7 @@ t.test('bad definitions are refused before anything is written', async (t) => {
   await store.create(def('good', 'good@example.com'))
   err = await rejection(store.replace('good', def('other-id', 'good@example.com')), 'ROUTE_ERR_INVALID')
   t.equal(err.message, 'route (id "good"): id: expected "good" (the id of the route being replaced), got "other-id"')
-  t.same(await redis.hkeys(`${prefix}:routes`), ['good'])
+  t.same(await redis.hkeys(routeKeys(prefix).defs), ['good'])
 })
 
 t.test('routes outlive the store: a new store loads them from Redis', async (t) => {
@@ -230,7 +232,7 @@ t.test('a store that missed change notices catches up on reconnect', async (t) =
   const a = await open()
   const subscriber = new Redis(REDIS_URL)
   t.teardown(() => subscriber.disconnect())
-  const b = await open({ subscriber })
+  const b = await open({ pubsub: new PubSub(subscriber, false) })
 
   subscriber.disconnect()
   await until(t, "b's subscriber is disconnected", () => subscriber.status === 'end')
@@ -248,9 +250,9 @@ t.test('the periodic check picks up a change whose notice was lost', async (t) =
   const store = await open({ reloadIntervalMs: 100 })
   const route = def('written', 'written@example.com')
   // a write without PUBLISH, as if the notice had been lost
-  await redis.hset(`${prefix}:routes`, 'written', JSON.stringify(route))
-  await redis.hset(`${prefix}:routes`, 'broken', '{"id":"broken","match":"nope"}')
-  await redis.incr(`${prefix}:routes:version`)
+  await redis.hset(routeKeys(prefix).defs, 'written', JSON.stringify(route))
+  await redis.hset(routeKeys(prefix).defs, 'broken', '{"id":"broken","match":"nope"}')
+  await redis.incr(routeKeys(prefix).version)
   await until(t, 'the store finds the route', () => store.get('written') !== undefined)
   t.equal(store.get('broken'), undefined, 'a stored route that does not parse is left out')
   t.equal(store.lookup('written@example.com')?.id, 'written')

@@ -3,7 +3,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { setImmediate as turn } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import { coalesceWrites } from '../src/coalesce.js'
+import { coalesceWrites } from '../../src/redis/coalesce.js'
 
 async function pair(t: Test): Promise<{ client: net.Socket; received: () => string; chunks: () => number }> {
   let data = ''
