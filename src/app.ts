@@ -20,7 +20,7 @@ import { probeDurability, type Durability } from './delivery/durability.js'
 import { buildAdminServer, type AdminServer } from './admin/server.js'
 import { DeliveryLog } from './delivery/log.js'
 import { Metrics } from './metrics.js'
-import { RedisConnections, closeClient, type RedisClient } from './redis/connections.js'
+import { RedisConnections, closeClient, connectClient, type RedisClient } from './redis/connections.js'
 import { KeyLayout } from './redis/keys.js'
 import { PubSub } from './redis/pubsub.js'
 import { migrateRoutes } from './redis/migrate.js'
@@ -102,7 +102,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     connections.disconnectAll()
   }
   const connect = async (client: RedisClient): Promise<void> => {
-    await client.connect()
+    await connectClient(client, config.redis, config.redis.connectTimeoutMs)
     closers.push(() => closeClient(client, CLOSE_STEP_MS))
   }
   try {
@@ -125,8 +125,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     await migrateRoutes(redis, keys, log.child({ part: 'routes' }))
     const subscriber = connections.open('subscriber')
     const pubsub = new PubSub(subscriber)
-    await subscriber.connect()
     closers.push(() => pubsub.close())
+    await connectClient(subscriber, config.redis, config.redis.connectTimeoutMs)
     const routes = await RouteStore.open({ redis, pubsub, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }) })
     closers.push(() => routes.close())
     for (const r of routes.list())

@@ -64,6 +64,8 @@ export interface Config {
     readonly minReplicasAck: number
     /** Delivery queues, each on its own hash tag (a cluster places them on different primaries). */
     readonly queueShards: number
+    /** How long start-up waits for Redis before it stops with the reason. */
+    readonly connectTimeoutMs: number
     /** Prefix of every key this service writes (BullMQ queues included). */
     readonly prefix: string
     readonly allowAcceptWithoutAof: boolean
@@ -362,6 +364,7 @@ function readRedis(env: Env): Omit<Config['redis'], 'allowAcceptWithoutAof'> {
     tls: tlsOn ? { ca, cert, key, servername } : null,
     minReplicasAck: int(env, 'REDIS_MIN_REPLICAS_ACK', 0, 0, 100),
     queueShards: int(env, 'QUEUE_SHARDS', 1, 1, MAX_QUEUE_SHARDS),
+    connectTimeoutMs: duration(env, 'REDIS_CONNECT_TIMEOUT', 15_000, 100),
     prefix,
   }
 }

@@ -20,6 +20,7 @@ import type { ConnectionOptions } from 'node:tls'
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Config } from '../config.js'
+import { AppError } from '../errors.js'
 import { coalesceWrites } from './coalesce.js'
 
 export type RedisClient = Redis | Cluster
@@ -185,6 +186,44 @@ export function connectionForSlot(client: RedisClient, slot: number | null): Slo
   if (nodeKey === undefined) return null
   const node = client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === nodeKey)
   return node ? { connection: node, socket: node.stream } : null
+}
+
+/** Where the settings point, for messages (never credentials). */
+export function describeTarget(settings: RedisSettings): string {
+  if (settings.mode === 'sentinel')
+    return `Sentinel master "${settings.sentinelName}" via ${settings.sentinels.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_SENTINELS, REDIS_SENTINEL_NAME, REDIS_SENTINEL_PASSWORD, REDIS_PASSWORD)`
+  if (settings.mode === 'cluster')
+    return `Redis Cluster via ${settings.clusterNodes.map((n) => `${n.host}:${n.port}`).join(',')} (REDIS_CLUSTER_NODES, REDIS_PASSWORD)`
+  return `Redis at ${settings.url.replace(/\/\/[^@/]*@/, '//<credentials>@')} (REDIS_URL, REDIS_PASSWORD)`
+}
+
+/**
+ * Connects `client` at start-up, or throws QUEUE_ERR_REDIS_UNREACHABLE with the last error seen
+ * (refused, WRONGPASS, a TLS failure, "all sentinels are unreachable") once `timeoutMs` has passed:
+ * ioredis would otherwise keep retrying, and a process that can never start must say why.
+ */
+export async function connectClient(client: RedisClient, settings: RedisSettings, timeoutMs: number): Promise<void> {
+  let last: Error | null = null
+  const onError = (err: Error): void => {
+    last = err
+  }
+  client.on('error', onError)
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      client.connect(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
+      }),
+    ])
+  } catch (err) {
+    client.disconnect()
+    const reason = (last as Error | null)?.message ?? (err as Error).message
+    throw new AppError('QUEUE_ERR_REDIS_UNREACHABLE', `cannot connect to ${describeTarget(settings)}: ${reason}`, { mode: settings.mode }, { cause: err })
+  } finally {
+    clearTimeout(timer)
+    client.off('error', onError)
+  }
 }
 
 /**

@@ -85,8 +85,11 @@ export async function startApp(
   options: { prefix?: string; clean?: boolean } = {},
 ): Promise<TestApp> {
   const p = options.prefix ?? prefix()
+  // Sentinel and cluster topologies are private to their test file (stopped with it); REDIS_URL
+  // names a standalone server only.
+  const topology = env.REDIS_MODE !== undefined && env.REDIS_MODE !== 'standalone'
   const config = loadConfig({
-    REDIS_URL,
+    ...(topology ? {} : { REDIS_URL }),
     REDIS_PREFIX: p,
     LMTP_HOST: '127.0.0.1',
     LMTP_PORT: '0',
@@ -104,7 +107,7 @@ export async function startApp(
   t.teardown(async () => {
     if (!closed) await app.close()
     closed = true
-    if (options.clean !== false) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
+    if (options.clean !== false && !topology) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
   })
   return { ...started, app, prefix: p }
 }
