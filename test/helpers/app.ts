@@ -107,7 +107,9 @@ export async function startApp(
   t.teardown(async () => {
     if (!closed) await app.close()
     closed = true
-    if (options.clean !== false && !topology) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
+    // A TLS server is private to its test file too, and cleanRedis speaks plain TCP.
+    const tls = env.REDIS_TLS !== undefined || env.REDIS_URL?.startsWith('rediss://') === true
+    if (options.clean !== false && !topology && !tls) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
   })
   return { ...started, app, prefix: p }
 }

@@ -133,13 +133,22 @@ export interface RedisServerOptions {
   readonly port?: number
   /** redis-cli arguments that authenticate (`--user u --pass p`, `-a p`). */
   readonly auth?: readonly string[]
+  /** TLS only on `port` (client certificates required, replication and cluster bus on TLS too). */
+  readonly tls?: TlsFiles
 }
 
 /** One redis-server on a TCP port of its own. */
 export async function redisServer(t: Teardown, options: RedisServerOptions = {}): Promise<ServerProcess> {
   const port = options.port ?? (await freePort())
   const dir = tempDir(t, 'redis')
-  return spawnServer(t, dir, port, ['bind 127.0.0.1', `port ${port}`, 'save ""', ...(options.config ?? [])].join('\n'), false, options.auth)
+  const tls = options.tls ? [...tlsServerConfig(options.tls, port), 'tls-replication yes', 'tls-cluster yes'] : []
+  const config = ['bind 127.0.0.1', `port ${port}`, 'save ""', ...tls, ...(options.config ?? [])].join('\n')
+  return spawnServer(t, dir, port, config, false, [...(options.tls ? tlsCliArgs(options.tls) : []), ...(options.auth ?? [])])
+}
+
+/** redis-cli arguments for a TLS server. */
+export function tlsCliArgs(files: TlsFiles): string[] {
+  return ['--tls', '--cacert', files.ca, '--cert', files.clientCert, '--key', files.clientKey]
 }
 
 export interface SentinelSet {
@@ -156,6 +165,8 @@ export interface SentinelSet {
 export interface SentinelSetOptions {
   /** Configuration lines for both data servers. */
   readonly config?: readonly string[]
+  /** Everything (data servers, sentinels) on TLS only. */
+  readonly tls?: TlsFiles
   /** Password of the data servers (requirepass, masterauth). */
   readonly password: string
   /** Password of the sentinels (requirepass; they authenticate to each other with it). */
@@ -173,8 +184,9 @@ export async function sentinelSet(t: Teardown, options: SentinelSetOptions): Pro
   const dataAuth = ['-a', password]
   const dataConfig = [...(options.config ?? []), `requirepass ${password}`, `masterauth ${password}`]
   const primaryPort = await freePort()
-  const primary = await redisServer(t, { port: primaryPort, config: dataConfig, auth: dataAuth })
-  const replica = await redisServer(t, { config: [...dataConfig, `replicaof 127.0.0.1 ${primaryPort}`], auth: dataAuth })
+  const tls = options.tls
+  const primary = await redisServer(t, { port: primaryPort, config: dataConfig, auth: dataAuth, tls })
+  const replica = await redisServer(t, { config: [...dataConfig, `replicaof 127.0.0.1 ${primaryPort}`], auth: dataAuth, tls })
   await until('the replica to be in sync', () => /master_link_status:up/.test(replica.cli('info', 'replication')))
   const sentinels: ServerProcess[] = []
   for (let i = 0; i < 3; i++) {
@@ -189,8 +201,10 @@ export async function sentinelSet(t: Teardown, options: SentinelSetOptions): Pro
       `sentinel down-after-milliseconds ${name} 1000`,
       `sentinel failover-timeout ${name} 4000`,
       `sentinel parallel-syncs ${name} 1`,
+      ...(tls ? [...tlsServerConfig(tls, port), 'tls-replication yes'] : []),
     ].join('\n')
-    sentinels.push(await spawnServer(t, tempDir(t, 'sentinel'), port, sentinelConfig, true, ['-a', sentinelPassword]))
+    const cli = [...(tls ? tlsCliArgs(tls) : []), '-a', sentinelPassword]
+    sentinels.push(await spawnServer(t, tempDir(t, 'sentinel'), port, sentinelConfig, true, cli))
   }
   for (const s of sentinels) {
     await until(`sentinel ${s.port} to see the replica and the other sentinels`, () => {
@@ -232,7 +246,7 @@ export interface RedisCluster {
  * the slots evenly. The default user is off: clients log in as the ACL user `lmtp` (`password`).
  * Resolves when every node reports cluster_state:ok.
  */
-export async function redisCluster(t: Teardown, password: string, masters = 3, config: readonly string[] = []): Promise<RedisCluster> {
+export async function redisCluster(t: Teardown, password: string, masters = 3, config: readonly string[] = [], tls?: TlsFiles): Promise<RedisCluster> {
   const auth = ['--user', 'lmtp', '--pass', password]
   const acl = [`user lmtp on >${password} ~* &* +@all`, 'user default off', 'masteruser lmtp', `masterauth ${password}`]
   const nodes: ServerProcess[] = []
@@ -242,12 +256,17 @@ export async function redisCluster(t: Teardown, password: string, masters = 3, c
       await redisServer(t, {
         config: ['cluster-enabled yes', 'cluster-config-file nodes.conf', 'cluster-node-timeout 2000', `cluster-port ${busPort}`, ...acl, ...config],
         auth,
+        tls,
       }),
     )
   }
-  execFileSync('redis-cli', [...auth, '--no-auth-warning', '--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes'], {
-    stdio: 'ignore',
-  })
+  execFileSync(
+    'redis-cli',
+    [...(tls ? tlsCliArgs(tls) : []), ...auth, '--no-auth-warning', '--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-yes'],
+    {
+      stdio: 'ignore',
+    },
+  )
   for (const n of nodes) await until(`cluster node ${n.port} to be ok`, () => /cluster_state:ok/.test(n.cli('cluster', 'info')))
   return {
     nodes,
@@ -315,7 +334,7 @@ export function tlsFiles(t: Teardown): TlsFiles {
       p(`${name}.ext`),
     )
   }
-  sign('server', '/CN=redis.test', 'subjectAltName=DNS:redis.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n')
+  sign('server', '/CN=redis.test', 'subjectAltName=DNS:redis.test,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n')
   sign('client', '/CN=lmtp-webhook', 'extendedKeyUsage=clientAuth\n')
   return {
     dir,
