@@ -214,6 +214,96 @@ function evaluatePipeline(expression: string, values: Values): string {
   return value
 }
 
+/** Go template truth: false, 0, nil and empty strings, lists and maps are false. */
+function truthy(v: unknown): boolean {
+  if (v === null || v === undefined || v === false || v === 0 || v === '') return false
+  if (Array.isArray(v)) return v.length > 0
+  if (isMap(v)) return Object.keys(v).length > 0
+  return true
+}
+
+/**
+ * A condition of the chart's own-line `if`/`with` actions: `.Values.path`, a quoted string, and
+ * `eq`, `ne`, `not`, `and`, `or`, `empty` applied to those, parenthesised as Go templates do.
+ */
+function evaluateCondition(expression: string, values: Values): unknown {
+  const tokens = expression.match(/\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+/g) ?? []
+  let i = 0
+  const fail = (): never => {
+    throw new Error(`unsupported template condition ${JSON.stringify(expression)}`)
+  }
+  const arg = (): unknown => {
+    const token = tokens[i++] ?? fail()
+    if (token === '(') {
+      const value = call()
+      if (tokens[i++] !== ')') fail()
+      return value
+    }
+    if (token.startsWith('"')) return JSON.parse(token) as string
+    if (token.startsWith('.Values.')) return valueAt(values, token.slice('.Values.'.length))
+    return fail()
+  }
+  const call = (): unknown => {
+    const fn = tokens[i]
+    if (fn === undefined) return fail()
+    if (!['eq', 'ne', 'not', 'and', 'or', 'empty'].includes(fn)) return arg()
+    i++
+    const args: unknown[] = []
+    while (i < tokens.length && tokens[i] !== ')') args.push(arg())
+    switch (fn) {
+      case 'eq':
+      case 'ne':
+        if (args.length !== 2) fail()
+        return (args[0] === args[1]) === (fn === 'eq')
+      case 'not':
+      case 'empty':
+        if (args.length !== 1) fail()
+        return !truthy(args[0])
+      case 'and':
+        return args.every(truthy)
+      default:
+        return args.some(truthy)
+    }
+  }
+  const value = call()
+  if (i !== tokens.length) fail()
+  return value
+}
+
+/**
+ * Keeps the lines of the `if`/`else`/`with` branches the values take, in a template section whose
+ * actions stand on lines of their own; drops the action lines. Throws on any other action line.
+ */
+export function selectBranches(text: string, values: Values): string {
+  const out: string[] = []
+  const stack: { taking: boolean; taken: boolean }[] = []
+  const active = (): boolean => stack.every((f) => f.taking)
+  for (const line of text.split('\n')) {
+    const m = /^\s*\{\{-?\s*(if|else if|else|end|with)\b\s*(.*?)\s*-?\}\}\s*$/.exec(line)
+    if (!m) {
+      if (/^\s*\{\{-?\s*(range|define|block)\b/.test(line)) throw new Error(`unsupported action line ${JSON.stringify(line)}`)
+      if (active()) out.push(line)
+      continue
+    }
+    const [, action, condition = ''] = m
+    if (action === 'if' || action === 'with') {
+      const taking = truthy(evaluateCondition(condition, values))
+      stack.push({ taking, taken: taking })
+    } else if (action === 'else if' || action === 'else') {
+      const frame =
+        stack[stack.length - 1] ??
+        (() => {
+          throw new Error(`else without if: ${line}`)
+        })()
+      const taking = !frame.taken && (action === 'else' || truthy(evaluateCondition(condition, values)))
+      frame.taking = taking
+      frame.taken ||= taking
+    } else if (stack.pop() === undefined) throw new Error(`end without if: ${line}`)
+  }
+  if (stack.length > 0) throw new Error('an if/with without its end')
+  return out.join('\n')
+}
+
 export interface ChartEnvironment {
   /** Variables with literal values: the ConfigMap's data and the Deployment's `value:` entries. */
   readonly env: Record<string, string>
@@ -223,14 +313,15 @@ export interface ChartEnvironment {
 
 /**
  * The container environment the chart sets for `values`, read from templates/configmap.yaml
- * (each data line `NAME: {{ .Values.path | fn ... }}`) and the `env:` list of
- * templates/deployment.yaml. Throws on any line it cannot evaluate.
+ * (each data line `NAME: {{ .Values.path | fn ... }}`, within the `if` branches the values take)
+ * and the `env:` list of templates/deployment.yaml. Throws on any line it cannot evaluate.
  */
 export function chartEnvironment(values: Values): ChartEnvironment {
   const env: Record<string, string> = {}
   const configmap = readFileSync(join(CHART, 'templates', 'configmap.yaml'), 'utf8')
-  const data = configmap.split(/^data:\s*$/m)[1]
-  if (data === undefined) throw new Error('configmap.yaml has no data: section')
+  const section = configmap.split(/^data:\s*$/m)[1]
+  if (section === undefined) throw new Error('configmap.yaml has no data: section')
+  const data = selectBranches(section, values)
   for (const line of data.split('\n')) {
     if (line.trim() === '') continue
     const m = /^ {2}([A-Z][A-Z0-9_]*): \{\{-? (.+?) -?\}\}\s*$/.exec(line)
@@ -242,7 +333,9 @@ export function chartEnvironment(values: Values): ChartEnvironment {
   const deployment = readFileSync(join(CHART, 'templates', 'deployment.yaml'), 'utf8')
   const block = /^( +)env:\n((?:\1 .*\n)+)/m.exec(deployment)
   if (!block) throw new Error('deployment.yaml has no env: list')
-  const entries = (block[2] ?? '').split(/^\s*- name: /m).slice(1)
+  const entries = selectBranches(block[2] ?? '', values)
+    .split(/^\s*- name: /m)
+    .slice(1)
   for (const entry of entries) {
     const [name, ...rest] = entry.split('\n')
     const body = rest.join('\n')
