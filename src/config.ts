@@ -253,14 +253,14 @@ function readFileVar(env: Env, name: string): string | null {
   }
 }
 
-/** A secret given directly (`name`) or as a mounted file (`name_FILE`, trailing newline dropped). */
-function secret(env: Env, name: string): string | null {
+/** A secret given directly (`name`) or as a mounted file (`fileName`, trailing newline dropped). */
+function secret(env: Env, name: string, fileName: string): string | null {
   const direct = env[name] === undefined || env[name] === '' ? null : env[name]!
-  const fromFile = readFileVar(env, `${name}_FILE`)
-  if (direct !== null && fromFile !== null) fail(`${name}_FILE`, `unset when ${name} is set (one or the other)`, optional(env, `${name}_FILE`)!)
+  const fromFile = readFileVar(env, fileName)
+  if (direct !== null && fromFile !== null) fail(fileName, `unset when ${name} is set (one or the other)`, optional(env, fileName)!)
   if (fromFile !== null) {
     const value = fromFile.replace(/\r?\n$/, '')
-    if (value === '') fail(`${name}_FILE`, 'a file holding the secret (it is empty)', optional(env, `${name}_FILE`)!)
+    if (value === '') fail(fileName, 'a file holding the secret (it is empty)', optional(env, fileName)!)
     return value
   }
   return direct
@@ -307,14 +307,14 @@ function readRedis(env: Env): Omit<Config['redis'], 'allowAcceptWithoutAof'> {
   const sentinelName = str(env, 'REDIS_SENTINEL_NAME', 'mymaster')
   if (!/^[\w.-]{1,128}$/.test(sentinelName)) fail('REDIS_SENTINEL_NAME', 'a master group name (letters, digits, dot, dash, underscore)', sentinelName)
   const sentinelUsername = optional(env, 'REDIS_SENTINEL_USERNAME')
-  const sentinelPassword = secret(env, 'REDIS_SENTINEL_PASSWORD')
+  const sentinelPassword = secret(env, 'REDIS_SENTINEL_PASSWORD', 'REDIS_SENTINEL_PASSWORD_FILE')
   if (mode !== 'sentinel') {
     for (const name of ['REDIS_SENTINEL_NAME', 'REDIS_SENTINEL_USERNAME', 'REDIS_SENTINEL_PASSWORD', 'REDIS_SENTINEL_PASSWORD_FILE'])
       if (optional(env, name) !== null) fail(name, 'unset unless REDIS_MODE=sentinel', name.includes('PASSWORD') ? '<redacted>' : optional(env, name)!)
   }
 
   const username = optional(env, 'REDIS_USERNAME')
-  const password = secret(env, 'REDIS_PASSWORD')
+  const password = secret(env, 'REDIS_PASSWORD', 'REDIS_PASSWORD_FILE')
   if (urlHasPassword && password !== null)
     fail(
       optional(env, 'REDIS_PASSWORD') !== null ? 'REDIS_PASSWORD' : 'REDIS_PASSWORD_FILE',

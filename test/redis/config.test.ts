@@ -1,6 +1,6 @@
 /** REDIS_* and QUEUE_SHARDS: what loadConfig accepts, and that every refusal names its variable. */
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig } from '../../src/config.js'
@@ -119,4 +119,13 @@ t.test('every bad Redis setting stops start-up naming its variable, and never pr
     t.match((err as Error)?.message, new RegExp(`^${variable}: `), `${what}: the message starts with ${variable}`)
     t.notMatch((err as Error)?.message, /hunter2/, `${what}: no secret in the message`)
   }
+})
+
+t.test("README's configuration table lists every Redis variable src/config.ts reads", async (t) => {
+  const source = readFileSync(new URL('../../src/config.ts', import.meta.url), 'utf8')
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## Development'))
+  const names = new Set([...source.matchAll(/\benv, '((?:REDIS|QUEUE)_[A-Z0-9_]+)'/g)].map((m) => m[1]!))
+  t.ok(names.size >= 18, `config.ts reads ${names.size} of them`)
+  for (const name of names) t.match(table, `\`${name}\``, `${name} is in the table`)
 })
