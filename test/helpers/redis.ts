@@ -4,7 +4,7 @@
  * primary, one replica, three sentinels), a Redis Cluster, and TLS material made with openssl.
  * Start a topology once per test file; every test uses its own key prefix on it.
  */
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -12,6 +12,14 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
+
+/**
+ * redis-server, killed by the kernel if the test process dies first (a runner's timeout kills
+ * it without teardown): setpriv sets the parent-death signal and execs, so the pid is the server's.
+ */
+function spawnRedis(args: string[]): ChildProcess {
+  return spawn('setpriv', ['--pdeathsig', 'KILL', 'redis-server', ...args], { stdio: 'ignore' })
+}
 
 export interface PrivateRedis {
   url: string
@@ -23,7 +31,7 @@ export interface PrivateRedis {
 export async function privateRedis(t: Teardown, args: string[]): Promise<PrivateRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'lmtp-webhook-redis-'))
   const sock = join(dir, 'redis.sock')
-  const child = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, ...args], { stdio: 'ignore' })
+  const child = spawnRedis(['--port', '0', '--unixsocket', sock, '--save', '', '--dir', dir, ...args])
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   t.teardown(async () => {
     child.kill('SIGCONT')
@@ -79,7 +87,7 @@ async function spawnServer(t: Teardown, dir: string, port: number, config: strin
   const file = join(dir, sentinel ? 'sentinel.conf' : 'redis.conf')
   const logFile = join(dir, 'server.log')
   writeFileSync(file, `${config}\nlogfile ${logFile}\ndir ${dir}\n`)
-  const child = spawn('redis-server', sentinel ? [file, '--sentinel'] : [file], { stdio: 'ignore' })
+  const child = spawnRedis(sentinel ? [file, '--sentinel'] : [file])
   let alive = true
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
