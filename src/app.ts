@@ -3,9 +3,7 @@
  * process entry point (main.ts) only adds the environment, the logger and signals.
  */
 import { setMaxListeners } from 'node:events'
-import type { Socket } from 'node:net'
-import { Redis } from 'ioredis'
-import type { Worker, Queue } from 'bullmq'
+import type { Worker } from 'bullmq'
 import type { Logger } from 'pino'
 import type { Config } from './config.js'
 import { AppError } from './errors.js'
@@ -16,15 +14,17 @@ import type { Route } from './routing/schema.js'
 import { WebhookClient } from './delivery/http.js'
 import { DestinationGuard } from './delivery/guard.js'
 import { ResultChannel } from './delivery/results.js'
-import { TransactionStore } from './delivery/messages.js'
-import { createQueue, createWorker, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
+import { DeliveryQueues, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
 import { DeliveryPipeline, type PipelineObserver } from './delivery/pipeline.js'
 import { createProcessor, type AttemptRecord } from './delivery/worker.js'
 import { probeDurability, type Durability } from './delivery/durability.js'
 import { buildAdminServer, type AdminServer } from './admin/server.js'
 import { DeliveryLog } from './delivery/log.js'
 import { Metrics } from './metrics.js'
-import { coalesceWrites } from './coalesce.js'
+import { RedisConnections, closeClient, connectClient, type RedisClient } from './redis/connections.js'
+import { KeyLayout } from './redis/keys.js'
+import { PubSub } from './redis/pubsub.js'
+import { migrateRoutes } from './redis/migrate.js'
 import { RouteState } from './routing/state.js'
 import { DeliveryGate } from './delivery/limits.js'
 import { OperationalEvents } from './delivery/events.js'
@@ -47,7 +47,10 @@ export interface App {
   start(): Promise<StartedApp>
   close(): Promise<void>
   readonly routes: RouteStore
-  readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>
+  /** Every delivery queue shard. */
+  readonly queues: DeliveryQueues
+  /** The name of every Redis key the app uses. */
+  readonly keys: KeyLayout
   readonly durability: Durability
   readonly deliveries: DeliveryLog
   readonly metrics: Metrics
@@ -60,48 +63,29 @@ export interface App {
   readonly ready: boolean
 }
 
-type ConnectionRole = 'app' | 'queue' | 'worker'
-
 /**
- * Three clients, because their roles differ, and three duplicates of them (six connections with
- * ROLE=all, five with listener or worker; docs/architecture.md, "Redis connections"):
- * - `app` (routes, result channel, delivery log, admin, readiness PING), duplicated by the route
- *   store and by the result channel (listener roles) to subscribe.
- * - `queue` (the BullMQ queue and the transaction store). The transaction and its jobs go out on
- *   this one connection in order, so Redis has stored the message before any job for it exists.
- * - `worker` (BullMQ's worker, which also duplicates it for its blocking wait, worker roles):
- *   waits forever for Redis instead of failing commands, as BullMQ requires.
- * Each of the three coalesces its writes per event-loop turn (`coalesce.ts`; not the duplicates
- * made for subscribing and for BullMQ's blocking wait, which write little): on this machine class the
- * system call, not Redis, is the cost. ioredis's auto-pipelining would do it per tick, but it
- * builds a pipeline object each time and copies every script defined on the connection into it
- * (BullMQ defines 64, ~50 us).
- * Commands of the LMTP path fail after two retries or `COMMAND_TIMEOUT_MS` (the session then gives
+ * Three connections, because their roles differ (src/redis/connections.ts builds them for the
+ * topology in use; docs/architecture.md, "Connections", counts them):
+ * - `app` (routes, route state, result channel, delivery log, admin, readiness PING).
+ * - `queue` (the BullMQ queues, the events queue and the transaction stores). A transaction and its
+ *   jobs go out on this one connection in order, so Redis has stored the message before any job
+ *   for it exists.
+ * - `worker` (BullMQ's workers, the events worker too, which also duplicate it for their blocking
+ *   wait): waits forever for Redis instead of failing commands, as BullMQ requires.
+ * Each of the three coalesces its writes per event-loop turn (`redis/coalesce.ts`; not the
+ * subscriber, nor the duplicates made for BullMQ's blocking wait, which write little): on this
+ * machine class the system call, not Redis, is the cost. ioredis's auto-pipelining would do it per
+ * tick, but it builds a pipeline object each time and copies every script defined on the connection
+ * into it (BullMQ defines 64, ~50 us).
+ * A fourth, `subscriber`, carries the subscriptions of the route store, the route state and the
+ * result channel.
+ * Commands of the LMTP path fail after two retries or a command timeout (the session then gives
  * the safe reply for the mode) rather than wait.
  */
-const COMMAND_TIMEOUT_MS = 5_000
 /** How long one part may take to close at shutdown before it is left behind. */
 const CLOSE_STEP_MS = 3_000
 
 const delay = <T>(ms: number, value: T): Promise<T> => new Promise((resolve) => setTimeout(() => resolve(value), ms).unref())
-
-function redisClient(url: string, log: Logger, role: ConnectionRole, metrics: Metrics): Redis {
-  const client = new Redis(url, {
-    maxRetriesPerRequest: role === 'worker' ? null : 2,
-    // A Redis that stops answering (not refusing) must not hold an LMTP session until the MTA's
-    // own timeout: its commands fail, and the session gives the safe reply for the mode.
-    commandTimeout: role === 'worker' ? undefined : COMMAND_TIMEOUT_MS,
-    lazyConnect: true,
-    connectionName: `lmtp-webhook:${role}`,
-  })
-  // ioredis makes a new socket on every (re)connect
-  client.on('connect', () => coalesceWrites(client.stream as Socket))
-  client.on('error', (err) => {
-    metrics.redisError()
-    log.warn({ err: err.message }, 'redis error')
-  })
-  return client
-}
 
 export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}): Promise<App> {
   // One set of destination rules: route URLs written as a denied address are refused when the
@@ -109,9 +93,11 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
   const guard = new DestinationGuard({ allowCidrs: config.delivery.allowCidrs, denyCidrs: config.delivery.denyCidrs })
   const fileRoutes: Route[] = config.delivery.routesFile ? loadRoutesFile(config.delivery.routesFile, { guard }) : []
   const metrics = new Metrics()
-  const redis = redisClient(config.redis.url, log, 'app', metrics)
-  const queueRedis = redisClient(config.redis.url, log, 'queue', metrics)
-  const workerRedis = redisClient(config.redis.url, log, 'worker', metrics)
+  const keys = new KeyLayout(config.redis.prefix, config.redis.queueShards)
+  const connections = new RedisConnections(config.redis, { log, onError: () => metrics.redisError() })
+  const redis = connections.open('app')
+  const queueRedis = connections.open('queue')
+  const workerRedis = connections.open('worker')
   const closers: (() => Promise<unknown>)[] = []
   // Each part gets a bounded time to close: a Redis that is gone must not keep the process alive.
   const closeAll = async (): Promise<void> => {
@@ -126,20 +112,16 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       if (!(await Promise.race([done, delay(CLOSE_STEP_MS, false)]))) log.warn('a part did not close in time; going on')
     }
     closers.length = 0
+    connections.disconnectAll()
   }
-  const closeRedis = (client: Redis) => async (): Promise<void> => {
-    // QUIT on a connection that is not up would wait in the offline queue for a reconnect.
-    if (client.status !== 'ready') return client.disconnect()
-    await Promise.race([client.quit(), delay(CLOSE_STEP_MS, null)])
-    client.disconnect()
+  const connect = async (client: RedisClient): Promise<void> => {
+    await connectClient(client, config.redis, config.redis.connectTimeoutMs)
+    closers.push(() => closeClient(client, CLOSE_STEP_MS))
   }
   try {
-    await redis.connect()
-    closers.push(closeRedis(redis))
-    await queueRedis.connect()
-    closers.push(closeRedis(queueRedis))
-    await workerRedis.connect()
-    closers.push(closeRedis(workerRedis))
+    await connect(redis)
+    await connect(queueRedis)
+    await connect(workerRedis)
 
     const durability = await probeDurability(redis)
     // Readiness: a Redis that is connected but does not answer (frozen) is not ready.
@@ -156,45 +138,70 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     }
     for (const r of fileRoutes) checkAccept(r)
 
-    const routes = await RouteStore.open({ redis, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }), guard })
+    await migrateRoutes(redis, keys, log.child({ part: 'routes' }))
+    const subscriber = connections.open('subscriber')
+    const pubsub = new PubSub(subscriber)
+    closers.push(() => pubsub.close())
+    await connectClient(subscriber, config.redis, config.redis.connectTimeoutMs)
+    const routes = await RouteStore.open({ redis, pubsub, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }), guard })
     closers.push(() => routes.close())
     for (const r of routes.list())
       if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
         log.warn({ route: r.id }, 'accept-mode route on a Redis that is not durable')
       }
+    const acceptRoutes = routes
+      .list()
+      .filter((r) => r.mode === 'accept')
+      .map((r) => r.id)
+    const minReplicas = config.redis.minReplicasAck
+    if (acceptRoutes.length > 0 && durability.replicas > 0 && minReplicas === 0) {
+      log.warn(
+        { routes: acceptRoutes, replicas: durability.replicas, variable: 'REDIS_MIN_REPLICAS_ACK' },
+        'accept-mode routes on a Redis primary with replicas, and no replica has to acknowledge a job before its 250: a failover can lose mail already answered 250; set REDIS_MIN_REPLICAS_ACK',
+      )
+    }
+    if (minReplicas > durability.replicas) {
+      log.warn(
+        { replicas: durability.replicas, required: minReplicas, variable: 'REDIS_MIN_REPLICAS_ACK' },
+        'fewer replicas are connected than REDIS_MIN_REPLICAS_ACK requires: accept-mode recipients get 451 until enough are',
+      )
+    }
 
     const hasListener = config.role !== 'worker'
     const hasWorker = config.role !== 'listener'
-    const channel = await ResultChannel.open(redis, config.redis.prefix, log.child({ part: 'results' }), hasListener)
+    const channel = await ResultChannel.open(redis, hasListener ? pubsub : null, keys, log.child({ part: 'results' }))
     closers.push(() => channel.close())
     const client = new WebhookClient({
       guard,
       connectTimeoutMs: config.delivery.connectTimeoutMs,
     })
     closers.push(() => client.close())
-    const store = new TransactionStore(queueRedis, redis, config.redis.prefix)
-    const queue = createQueue(queueRedis, config.redis.prefix)
-    queue.on('error', (err) => log.warn({ err: err.message }, 'queue error'))
-    closers.push(() => queue.close())
-    metrics.trackQueue(queue)
-    const deliveries = new DeliveryLog(redis, config.redis.prefix, {
-      max: config.delivery.logRetention,
-      ttlMs: config.delivery.logTtlMs,
-      log: log.child({ part: 'delivery-log' }),
-      onError: () => metrics.redisError(),
-    })
+    const queues = await DeliveryQueues.open({ queueConnection: queueRedis, appConnection: redis, layout: keys, log: log.child({ part: 'queue' }) })
+    closers.push(() => queues.close())
+    metrics.trackQueue(queues)
+    const deliveries = new DeliveryLog(
+      redis,
+      queues.all.map((s) => s.keys),
+      {
+        max: config.delivery.logRetention,
+        ttlMs: config.delivery.logTtlMs,
+        log: log.child({ part: 'delivery-log' }),
+        onError: () => metrics.redisError(),
+      },
+    )
 
     // Route protection: pause, circuit breaker, limits (routing/state.ts, delivery/limits.ts), and
     // the operational events they and the dead letters emit (delivery/events.ts).
     const state = await RouteState.open({
       redis,
+      pubsub,
       prefix: config.redis.prefix,
       log: log.child({ part: 'route-state' }),
       routeIds: () => routes.list().map((r) => r.id),
     })
     closers.push(() => state.close())
     routes.onChange(() => void state.reload().catch((err: unknown) => log.warn({ err }, 'could not load the state of changed routes')))
-    const events = new OperationalEvents(queueRedis, config.redis.prefix, {
+    const events = new OperationalEvents(queueRedis, keys.eventsPrefix, {
       url: config.events.url,
       secret: config.events.secret,
       client,
@@ -204,7 +211,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     closers.push(() => events.close())
     metrics.trackRoutes(() => routes.list().map((r) => ({ id: r.id, breaker: r.circuitBreaker !== null, condition: state.get(r.id) })))
 
-    let worker: Worker<DeliveryJobData, DeliveryJobReturn> | null = null
+    let workers: Worker<DeliveryJobData, DeliveryJobReturn>[] = []
     const abortJobs = new AbortController()
     // One listener per attempt in flight (up to WORKER_CONCURRENCY), not a leak.
     setMaxListeners(0, abortJobs.signal)
@@ -226,48 +233,53 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
               )
             } else if (transition === 'closed') {
               void events.emit('route.circuit_closed', { route: route.id }, `${route.id}:${at}`, at)
-              state.releaseHeld(route.id, queue)
+              state.releaseHeld(route.id, queues)
             }
           },
           waited: (route, reason) => metrics.waited(route.id, reason),
         },
       })
       closers.push(() => gate.close())
-      const processor = createProcessor({
-        routes,
-        store,
-        client,
-        channel,
-        webhookTimeoutMs: config.delivery.webhookTimeoutMs,
-        log: log.child({ part: 'worker' }),
-        onAttempt: (record) => {
-          metrics.attempt(record)
-          void deliveries.record(record)
-          hooks.attempt?.(record)
-        },
-        signal: abortJobs.signal,
-        gate,
-      })
-      worker = createWorker(
+      const started = queues.createWorkers(
         workerRedis,
-        config.redis.prefix,
         config.delivery.workerConcurrency,
-        processor,
+        (shard) => {
+          const shardLog = deliveries.in(shard.keys)
+          return createProcessor({
+            routes,
+            store: shard.store,
+            client,
+            channel,
+            webhookTimeoutMs: config.delivery.webhookTimeoutMs,
+            log: log.child({ part: 'worker', shard: shard.label }),
+            onAttempt: (record) => {
+              metrics.attempt(record)
+              void shardLog.record(record)
+              hooks.attempt?.(record)
+            },
+            signal: abortJobs.signal,
+            gate,
+          })
+        },
         (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000,
       )
-      worker.on('error', (err) => log.warn({ err }, 'worker error'))
-      // A job that failed for good (not one that will be retried) is a dead letter.
-      worker.on('failed', (job, err) => {
-        if (!job?.id || !job.finishedOn || job.opts.removeOnFail !== false) return
-        const d = job.data
-        void deliveries.setState({ id: job.id, txn: d.txn, rcpt: d.rcpt, route: d.route, mode: d.mode }, 'dead', err.message)
-        void events.emit(
-          'delivery.dead',
-          { delivery: job.id, route: d.route, recipient: d.rcpt, txn: d.txn, attempts: job.attemptsMade, reason: err.message },
-          `${job.id}:${job.finishedOn}`,
-          job.finishedOn,
-        )
-      })
+      for (const { shard, worker } of started) {
+        const shardLog = deliveries.in(shard.keys)
+        worker.on('error', (err) => log.warn({ err, shard: shard.label }, 'worker error'))
+        // A job that failed for good (not one that will be retried) is a dead letter.
+        worker.on('failed', (job, err) => {
+          if (!job?.id || !job.finishedOn || job.opts.removeOnFail !== false) return
+          const d = job.data
+          void shardLog.setState({ id: job.id, txn: d.txn, rcpt: d.rcpt, route: d.route, mode: d.mode }, 'dead', err.message)
+          void events.emit(
+            'delivery.dead',
+            { delivery: job.id, route: d.route, recipient: d.rcpt, txn: d.txn, attempts: job.attemptsMade, reason: err.message },
+            `${job.id}:${job.finishedOn}`,
+            job.finishedOn,
+          )
+        })
+      }
+      workers = started.map((w) => w.worker)
       events.startWorker(workerRedis)
     }
 
@@ -282,9 +294,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             return refused
           },
         },
-        queue,
+        queues,
         queueRedis,
-        store,
         channel,
         client,
         durability,
@@ -294,6 +305,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           senderCheckUrl: config.delivery.senderCheckUrl,
           checkTimeoutMs: Math.min(config.delivery.webhookTimeoutMs, 10_000),
           allowAcceptWithoutAof: config.redis.allowAcceptWithoutAof,
+          minReplicasAck: minReplicas,
         },
         log.child({ part: 'pipeline' }),
         metrics.pipelineObserver(hooks.pipeline),
@@ -305,7 +317,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     let admin: AdminServer | null = null
     const app: App = {
       routes,
-      queue,
+      queues,
+      keys,
       durability,
       deliveries,
       metrics,
@@ -324,17 +337,16 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           if (config.lmtp.port !== null) lmtpPort = (await lmtp.listen({ host: config.lmtp.host, port: config.lmtp.port })) as number
           if (config.lmtp.socket !== null) lmtpSocket = (await lmtp.listen({ path: config.lmtp.socket })) as string
         }
-        if (worker) void worker.run().catch((err: unknown) => log.error({ err }, 'worker stopped'))
+        for (const worker of workers) void worker.run().catch((err: unknown) => log.error({ err }, 'worker stopped'))
         let adminPort: number | null = null
         if (config.admin.port !== null) {
           admin = await buildAdminServer({
             config,
             log: log.child({ part: 'admin' }),
             routes,
-            queue,
+            queues,
             durability,
             deliveries,
-            messages: store,
             client,
             metrics,
             state,
@@ -362,8 +374,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         const deadline = config.lmtp.shutdownTimeoutMs
         // Sessions finish their transactions while the worker still runs their jobs.
         if (lmtp) await lmtp.close(deadline)
-        if (worker) {
-          const closing = worker.close()
+        if (workers.length > 0) {
+          const closing = Promise.all(workers.map((w) => w.close()))
           const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), Math.max(1000, deadline)).unref())
           if ((await Promise.race([closing.then(() => 'done' as const), timer])) === 'timeout') {
             log.warn('jobs still running at the shutdown deadline: aborting their attempts')
@@ -372,7 +384,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             const settled = await Promise.race([closing.then(() => true), delay(2000, false)])
             if (!settled) {
               log.warn('the worker could not hand its jobs back (Redis?): closing it without waiting')
-              await Promise.race([worker.close(true).catch(() => {}), delay(CLOSE_STEP_MS, null)])
+              await Promise.race([Promise.all(workers.map((w) => w.close(true).catch(() => {}))), delay(CLOSE_STEP_MS, null)])
             }
           }
         }

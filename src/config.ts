@@ -9,8 +9,25 @@ import { AppError, isAppError } from './errors.js'
 import { parseSecret } from './delivery/signing.js'
 import { readTlsFiles, TlsFileError, type ClientCertMode } from './lmtp/tls.js'
 import { readUsersFile } from './lmtp/auth.js'
+import { MAX_QUEUE_SHARDS } from './redis/keys.js'
 
 export type Role = 'all' | 'listener' | 'worker'
+
+// ---- Redis topology, credentials, TLS, durability, shards ----------------------------------
+export type RedisMode = 'standalone' | 'sentinel' | 'cluster'
+
+export interface RedisEndpoint {
+  readonly host: string
+  readonly port: number
+}
+
+/** TLS towards Redis (and Sentinel); PEM contents read from the files at start. */
+export interface RedisTls {
+  readonly ca: string | null
+  readonly cert: string | null
+  readonly key: string | null
+  readonly servername: string | null
+}
 
 export interface Config {
   readonly role: Role
@@ -54,7 +71,27 @@ export interface Config {
     readonly shutdownDelayMs: number
   }
   readonly redis: {
+    readonly mode: RedisMode
+    /** Standalone: the server (`redis://`, `rediss://`, or a unix socket path). */
     readonly url: string
+    /** Sentinel: the sentinels and the master group name. */
+    readonly sentinels: readonly RedisEndpoint[]
+    readonly sentinelName: string
+    readonly sentinelUsername: string | null
+    readonly sentinelPassword: string | null
+    /** Cluster: seed nodes. */
+    readonly clusterNodes: readonly RedisEndpoint[]
+    /** Credentials of the data nodes (null: none, or those of the URL). */
+    readonly username: string | null
+    readonly password: string | null
+    /** null: plain TCP. */
+    readonly tls: RedisTls | null
+    /** Replicas that must acknowledge accept-mode writes (WAIT) before a 250; 0: none. */
+    readonly minReplicasAck: number
+    /** Delivery queues, each on its own hash tag (a cluster places them on different primaries). */
+    readonly queueShards: number
+    /** How long start-up waits for Redis before it stops with the reason. */
+    readonly connectTimeoutMs: number
     /** Prefix of every key this service writes (BullMQ queues included). */
     readonly prefix: string
     readonly allowAcceptWithoutAof: boolean
@@ -298,6 +335,134 @@ function lmtpAuth(env: Env, tls: Config['lmtp']['tls']): Config['lmtp']['auth'] 
   return { usersFile, required, maxFailures, failureWindowMs }
 }
 
+// ---- Redis (REDIS_*, QUEUE_SHARDS) ------------------------------------------------------------
+
+function readFileVar(env: Env, name: string): string | null {
+  const path = optional(env, name)
+  if (path === null) return null
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    fail(name, `a readable file (${(err as Error).message})`, path)
+  }
+}
+
+/** A secret given directly (`name`) or as a mounted file (`fileName`, trailing newline dropped). */
+function redisSecret(env: Env, name: string, fileName: string): string | null {
+  const direct = env[name] === undefined || env[name] === '' ? null : env[name]!
+  const fromFile = readFileVar(env, fileName)
+  if (direct !== null && fromFile !== null) fail(fileName, `unset when ${name} is set (one or the other)`, optional(env, fileName)!)
+  if (fromFile !== null) {
+    const value = fromFile.replace(/\r?\n$/, '')
+    if (value === '') fail(fileName, 'a file holding the secret (it is empty)', optional(env, fileName)!)
+    return value
+  }
+  return direct
+}
+
+/** `host:port,host:port` with `[v6]:port` for IPv6; a missing port is `defaultPort`. */
+function endpoints(env: Env, name: string, defaultPort: number): RedisEndpoint[] {
+  return list(env, name).map((item) => {
+    const m = /^(?:\[([0-9a-f:.]+)\]|([^\s:[\]]+))(?::(\d{1,5}))?$/i.exec(item)
+    const port = m?.[3] === undefined ? defaultPort : Number(m[3])
+    if (!m || port < 1 || port > 65535) fail(name, 'a comma-separated list of host:port (IPv6 as [addr]:port)', item)
+    return { host: (m[1] ?? m[2])!, port }
+  })
+}
+
+function readRedis(env: Env): Omit<Config['redis'], 'allowAcceptWithoutAof'> {
+  const mode = str(env, 'REDIS_MODE', 'standalone')
+  if (mode !== 'standalone' && mode !== 'sentinel' && mode !== 'cluster') fail('REDIS_MODE', 'one of standalone, sentinel, cluster', mode)
+
+  const urlGiven = optional(env, 'REDIS_URL')
+  if (urlGiven !== null && mode !== 'standalone')
+    fail('REDIS_URL', `unset with REDIS_MODE=${mode} (it names one server; use ${mode === 'sentinel' ? 'REDIS_SENTINELS' : 'REDIS_CLUSTER_NODES'})`, urlGiven)
+  let url = urlGiven ?? 'redis://127.0.0.1:6379'
+  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(url)) fail('REDIS_URL', 'a redis://, rediss:// or unix:///path URL', url)
+  let urlHasPassword = false
+  if (!url.startsWith('unix:')) {
+    let parsed: URL
+    try {
+      parsed = new URL(url)
+    } catch {
+      fail('REDIS_URL', 'a redis://, rediss:// or unix:///path URL', url.replace(/:[^:@/]*@/, ':<redacted>@'))
+    }
+    urlHasPassword = parsed.password !== ''
+  }
+  // ioredis takes a unix socket as a bare path (query options such as ?db=1 kept).
+  if (url.startsWith('unix://')) url = url.slice('unix://'.length)
+
+  const sentinels = endpoints(env, 'REDIS_SENTINELS', 26379)
+  const clusterNodes = endpoints(env, 'REDIS_CLUSTER_NODES', 6379)
+  if (mode === 'sentinel' && sentinels.length === 0) fail('REDIS_SENTINELS', 'the sentinels as host:port,host:port (REDIS_MODE=sentinel)', undefined)
+  if (mode !== 'sentinel' && sentinels.length > 0) fail('REDIS_SENTINELS', 'unset unless REDIS_MODE=sentinel', optional(env, 'REDIS_SENTINELS')!)
+  if (mode === 'cluster' && clusterNodes.length === 0) fail('REDIS_CLUSTER_NODES', 'seed nodes as host:port,host:port (REDIS_MODE=cluster)', undefined)
+  if (mode !== 'cluster' && clusterNodes.length > 0) fail('REDIS_CLUSTER_NODES', 'unset unless REDIS_MODE=cluster', optional(env, 'REDIS_CLUSTER_NODES')!)
+  const sentinelName = str(env, 'REDIS_SENTINEL_NAME', 'mymaster')
+  if (!/^[\w.-]{1,128}$/.test(sentinelName)) fail('REDIS_SENTINEL_NAME', 'a master group name (letters, digits, dot, dash, underscore)', sentinelName)
+  const sentinelUsername = optional(env, 'REDIS_SENTINEL_USERNAME')
+  const sentinelPassword = redisSecret(env, 'REDIS_SENTINEL_PASSWORD', 'REDIS_SENTINEL_PASSWORD_FILE')
+  if (mode !== 'sentinel') {
+    for (const name of ['REDIS_SENTINEL_NAME', 'REDIS_SENTINEL_USERNAME', 'REDIS_SENTINEL_PASSWORD', 'REDIS_SENTINEL_PASSWORD_FILE'])
+      if (optional(env, name) !== null) fail(name, 'unset unless REDIS_MODE=sentinel', name.includes('PASSWORD') ? '<redacted>' : optional(env, name)!)
+  }
+
+  const username = optional(env, 'REDIS_USERNAME')
+  const password = redisSecret(env, 'REDIS_PASSWORD', 'REDIS_PASSWORD_FILE')
+  if (urlHasPassword && password !== null)
+    fail(
+      optional(env, 'REDIS_PASSWORD') !== null ? 'REDIS_PASSWORD' : 'REDIS_PASSWORD_FILE',
+      'unset when REDIS_URL holds a password (one or the other)',
+      '<redacted>',
+    )
+  if (username !== null && password === null && !urlHasPassword) fail('REDIS_PASSWORD', 'a password for REDIS_USERNAME (or REDIS_PASSWORD_FILE)', undefined)
+
+  const urlTls = url.startsWith('rediss://')
+  const tlsOn = bool(env, 'REDIS_TLS', urlTls)
+  if (urlTls && !tlsOn) fail('REDIS_TLS', 'true or unset with a rediss:// URL', optional(env, 'REDIS_TLS')!)
+  if (tlsOn && mode === 'standalone' && !/^rediss?:/.test(url)) fail('REDIS_TLS', 'false with a unix socket REDIS_URL', optional(env, 'REDIS_TLS') ?? 'true')
+  const ca = readFileVar(env, 'REDIS_TLS_CA_FILE')
+  const cert = readFileVar(env, 'REDIS_TLS_CERT_FILE')
+  const key = readFileVar(env, 'REDIS_TLS_KEY_FILE')
+  const servername = optional(env, 'REDIS_TLS_SERVERNAME')
+  if (!tlsOn) {
+    for (const name of ['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE', 'REDIS_TLS_SERVERNAME'])
+      if (optional(env, name) !== null) fail(name, 'unset unless REDIS_TLS=true (or a rediss:// URL)', optional(env, name)!)
+  }
+  if ((cert === null) !== (key === null))
+    fail(
+      cert === null ? 'REDIS_TLS_CERT_FILE' : 'REDIS_TLS_KEY_FILE',
+      'set together with the other (mutual TLS needs both the certificate and its key)',
+      undefined,
+    )
+  if (ca !== null && !ca.includes('-----BEGIN CERTIFICATE-----'))
+    fail('REDIS_TLS_CA_FILE', 'a PEM file with CERTIFICATE blocks', optional(env, 'REDIS_TLS_CA_FILE')!)
+  if (cert !== null && !cert.includes('-----BEGIN CERTIFICATE-----'))
+    fail('REDIS_TLS_CERT_FILE', 'a PEM file with a CERTIFICATE block', optional(env, 'REDIS_TLS_CERT_FILE')!)
+  if (key !== null && !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key))
+    fail('REDIS_TLS_KEY_FILE', 'a PEM file with a PRIVATE KEY block', optional(env, 'REDIS_TLS_KEY_FILE')!)
+
+  const prefix = str(env, 'REDIS_PREFIX', 'lmtp-webhook')
+  if (!/^[\w.-]{1,64}$/.test(prefix)) fail('REDIS_PREFIX', 'letters, digits, dot, dash or underscore (1 to 64)', prefix)
+
+  return {
+    mode,
+    url,
+    sentinels,
+    sentinelName,
+    sentinelUsername,
+    sentinelPassword,
+    clusterNodes,
+    username,
+    password,
+    tls: tlsOn ? { ca, cert, key, servername } : null,
+    minReplicasAck: int(env, 'REDIS_MIN_REPLICAS_ACK', 0, 0, 100),
+    queueShards: int(env, 'QUEUE_SHARDS', 1, 1, MAX_QUEUE_SHARDS),
+    connectTimeoutMs: duration(env, 'REDIS_CONNECT_TIMEOUT', 15_000, 100),
+    prefix,
+  }
+}
+
 export function loadConfig(env: Env): Config {
   const role = str(env, 'ROLE', 'all')
   if (role !== 'all' && role !== 'listener' && role !== 'worker') fail('ROLE', 'one of all, listener, worker', role)
@@ -314,12 +479,7 @@ export function loadConfig(env: Env): Config {
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel))
     fail('LOG_LEVEL', 'one of fatal, error, warn, info, debug, trace, silent', logLevel)
 
-  let redisUrl = str(env, 'REDIS_URL', 'redis://127.0.0.1:6379')
-  if (!/^(rediss?:\/\/|unix:\/\/\/)/.test(redisUrl)) fail('REDIS_URL', 'a redis://, rediss:// or unix:///path URL', redisUrl)
-  // ioredis takes a unix socket as a bare path (query options such as ?db=1 kept).
-  if (redisUrl.startsWith('unix://')) redisUrl = redisUrl.slice('unix://'.length)
-  const prefix = str(env, 'REDIS_PREFIX', 'lmtp-webhook')
-  if (!/^[\w.-]{1,64}$/.test(prefix)) fail('REDIS_PREFIX', 'letters, digits, dot, dash or underscore (1 to 64)', prefix)
+  const redis = readRedis(env)
 
   const adminPort = port(env, 'ADMIN_PORT', 8080)
   const tokens = readTokens(env)
@@ -358,11 +518,7 @@ export function loadConfig(env: Env): Config {
       proxy: proxyProtocol ? { trustedCidrs } : null,
       shutdownDelayMs: duration(env, 'SHUTDOWN_DELAY', 5_000, 0),
     },
-    redis: {
-      url: redisUrl,
-      prefix,
-      allowAcceptWithoutAof: bool(env, 'ALLOW_ACCEPT_WITHOUT_AOF', false),
-    },
+    redis: { ...redis, allowAcceptWithoutAof: bool(env, 'ALLOW_ACCEPT_WITHOUT_AOF', false) },
     delivery: {
       routesFile: optional(env, 'ROUTES_FILE'),
       workerConcurrency: int(env, 'WORKER_CONCURRENCY', 64, 1, 10_000),

@@ -20,6 +20,7 @@ export const ErrorCodes = {
   HOOK_ERR_ABORTED: 'Webhook attempt was cancelled by the caller',
   QUEUE_ERR_MESSAGE_GONE: 'Stored message expired or was removed',
   QUEUE_ERR_NOT_DURABLE: 'Redis could not make the write durable',
+  QUEUE_ERR_REDIS_UNREACHABLE: 'Redis could not be reached at start-up',
   ADMIN_ERR_UNAUTHORIZED: 'Missing or invalid bearer token',
   ADMIN_ERR_NOT_FOUND: 'Not found',
   ADMIN_ERR_VALIDATION: 'Request validation failed',

@@ -4,8 +4,13 @@
  * nothing, and every transaction would then wait for the command timeout and fail. A background
  * probe sends one PING at a time on a schedule; Redis counts as up while the last PING was
  * answered within its deadline. /readyz reads the last result and never waits for Redis itself.
+ *
+ * The probe runs on the connection the service's commands use (src/redis/connections.ts `app`):
+ * standalone, the server; Sentinel, the primary the sentinels named (the client follows a
+ * failover); a cluster, every primary (src/redis/connections.ts `primaries`), since each holds
+ * part of the queues and one that does not answer fails the mail of its shards.
  */
-import type { Redis } from 'ioredis'
+import { isCluster, primaries, type RedisClient } from './redis/connections.js'
 
 export interface RedisProbeOptions {
   /** Time between two PINGs (from the start of one to the start of the next). */
@@ -23,11 +28,11 @@ export class RedisProbe {
   private timer: NodeJS.Timeout | null = null
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly options: RedisProbeOptions = REDIS_PROBE,
   ) {}
 
-  /** True while the connection is up and the last PING was answered within its deadline. */
+  /** True while the connection is up and the last PING (of every primary) was answered within its deadline. */
   get up(): boolean {
     return this.answered && this.redis.status === 'ready'
   }
@@ -46,8 +51,9 @@ export class RedisProbe {
   }
 
   /**
-   * One PING. While one is outstanding no other is sent (a frozen Redis would otherwise collect
-   * one per interval); it still turns the result false when its deadline passes.
+   * One PING (to each primary of a cluster). While one is outstanding no other is sent (a frozen
+   * Redis would otherwise collect one per interval); it still turns the result false when its
+   * deadline passes.
    */
   private probe(): Promise<void> {
     if (this.inFlight) return Promise.resolve()
@@ -60,8 +66,7 @@ export class RedisProbe {
         resolve()
       }, this.options.timeoutMs)
       deadline.unref()
-      this.redis
-        .ping()
+      this.ping()
         .then(
           () => {
             if (!late) this.answered = true
@@ -76,5 +81,15 @@ export class RedisProbe {
           resolve()
         })
     })
+  }
+
+  private async ping(): Promise<void> {
+    if (!isCluster(this.redis)) {
+      await this.redis.ping()
+      return
+    }
+    const nodes = primaries(this.redis)
+    if (nodes.length === 0) throw new Error('the cluster has no known primary')
+    await Promise.all(nodes.map((node) => node.ping()))
   }
 }

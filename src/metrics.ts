@@ -2,12 +2,12 @@
  * Prometheus metrics. One registry per app (two apps in one process, as in tests, do not share
  * counters). Metrics are fed through the observers and hooks the parts already expose
  * (ServerObserver, PipelineObserver, the worker's onAttempt, the delivery gate) and the Redis
- * clients' error events; queue depth is read from BullMQ and route health from the in-memory
- * route state on each scrape. The default process metrics keep their standard names
+ * clients' error events; queue depth is read from every BullMQ queue shard and route health from
+ * the in-memory route state on each scrape. The default process metrics keep their standard names
  * (`process_*`, `nodejs_*`), which the usual Node.js dashboards expect.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Queue } from 'bullmq'
+import type { JobType } from 'bullmq'
 import type { ServerObserver } from './lmtp/server.js'
 import type { Envelope } from './lmtp/types.js'
 import type { Reply } from './lmtp/reply.js'
@@ -34,9 +34,16 @@ export function statusClass(code: number | undefined): string {
   return code === undefined ? 'error' : `${Math.floor(code / 100)}xx`
 }
 
+/** Where queue depth is read: job counts of each queue shard (src/delivery/queue.ts DeliveryQueues). */
+export interface QueueDepthSource {
+  countsByShard(...states: JobType[]): Promise<{ shard: string; counts: Record<string, number> }[]>
+}
+
 export class Metrics {
   readonly registry = new Registry()
-  private queue: Pick<Queue, 'getJobCounts'> | null = null
+  private queue: QueueDepthSource | null = null
+  /** The scrape's read of the shards, shared by the two queue gauges. */
+  private depth: Promise<{ shard: string; counts: Record<string, number> }[] | null> | null = null
   private routes: (() => readonly RouteHealthSample[]) | null = null
 
   readonly connections = new Counter({
@@ -122,21 +129,22 @@ export class Metrics {
 
   readonly queueJobs = new Gauge({
     name: `${METRIC_PREFIX}queue_jobs`,
-    help: 'Jobs in the delivery queue by state (read from Redis on each scrape); failed = dead letters.',
+    help: 'Jobs in the delivery queues (all shards) by state (read from Redis on each scrape); failed = dead letters.',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: async () => {
-      if (!this.queue) return
-      let counts: Record<string, number>
-      try {
-        counts = await this.queue.getJobCounts(...QUEUE_STATES)
-      } catch {
+      const shards = await this.readDepth()
+      if (shards === null) {
         // Redis unreachable (the connection's error events count it): no depth rather than a
         // stale one, and the rest of the scrape still answers.
         this.queueJobs.reset()
         return
       }
-      for (const state of QUEUE_STATES) this.queueJobs.set({ state }, counts[state] ?? 0)
+      for (const state of QUEUE_STATES)
+        this.queueJobs.set(
+          { state },
+          shards.reduce((sum, s) => sum + (s.counts[state] ?? 0), 0),
+        )
     },
   })
 
@@ -173,6 +181,33 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly queueShardJobs = new Gauge({
+    name: `${METRIC_PREFIX}queue_shard_jobs`,
+    help: 'Jobs in each delivery queue shard (QUEUE_SHARDS; "legacy": the queue of an older key layout being drained) by state.',
+    labelNames: ['shard', 'state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      const shards = await this.readDepth()
+      this.queueShardJobs.reset()
+      if (shards === null) return
+      for (const { shard, counts } of shards) for (const state of QUEUE_STATES) this.queueShardJobs.set({ shard, state }, counts[state] ?? 0)
+    },
+  })
+
+  /** One read of every shard per scrape, whichever gauge asks first. */
+  private readDepth(): Promise<{ shard: string; counts: Record<string, number> }[] | null> {
+    if (!this.queue) return Promise.resolve(null)
+    if (this.depth === null) {
+      const queue = this.queue
+      this.depth = queue.countsByShard(...QUEUE_STATES).catch(() => null)
+      const clear = (): void => {
+        this.depth = null
+      }
+      void this.depth.finally(() => setImmediate(clear))
+    }
+    return this.depth
+  }
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry })
     for (const event of ['open', 'close', 'refused', 'denied']) this.connections.inc({ event }, 0)
@@ -201,8 +236,8 @@ export class Metrics {
     }
   }
 
-  /** Reads queue depth from this queue on each scrape. */
-  trackQueue(queue: Pick<Queue, 'getJobCounts'>): void {
+  /** Reads queue depth from these queues on each scrape. */
+  trackQueue(queue: QueueDepthSource): void {
     this.queue = queue
   }
 

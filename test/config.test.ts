@@ -45,6 +45,8 @@ interface Variable {
   readonly invalid: readonly string[]
   /** Extra environment the values need (e.g. LMTP_SOCKET to turn the port off). */
   readonly env?: Record<string, string>
+  /** In that environment the variable has no default: unset, empty or blank is refused, naming it. */
+  readonly required?: boolean
 }
 
 const durations = (min: number): [string, number][] =>
@@ -171,6 +173,122 @@ const table: Variable[] = [
     ],
     invalid: ['http://redis', 'redis.example:6379', 'unix://relative.sock'],
   },
+  {
+    name: 'REDIS_MODE',
+    path: 'redis.mode',
+    fallback: 'standalone',
+    valid: [['standalone', 'standalone']],
+    invalid: ['replicated', 'Sentinel'],
+  },
+  {
+    name: 'REDIS_SENTINELS',
+    path: 'redis.sentinels',
+    fallback: undefined,
+    required: true,
+    env: { REDIS_MODE: 'sentinel' },
+    valid: [
+      [
+        '10.0.0.1:26380, [fd00::1], sentinel-2',
+        [
+          { host: '10.0.0.1', port: 26380 },
+          { host: 'fd00::1', port: 26379 },
+          { host: 'sentinel-2', port: 26379 },
+        ],
+      ],
+    ],
+    invalid: ['10.0.0.1:0', '10.0.0.1:65536', 'redis://10.0.0.1:26379', 'a b:1'],
+  },
+  {
+    name: 'REDIS_SENTINEL_NAME',
+    path: 'redis.sentinelName',
+    fallback: 'mymaster',
+    env: { REDIS_MODE: 'sentinel', REDIS_SENTINELS: '10.0.0.1:26379' },
+    valid: [['mail.redis-1_a', 'mail.redis-1_a']],
+    invalid: ['my master', 'x'.repeat(129)],
+  },
+  {
+    name: 'REDIS_SENTINEL_USERNAME',
+    path: 'redis.sentinelUsername',
+    fallback: null,
+    env: { REDIS_MODE: 'sentinel', REDIS_SENTINELS: '10.0.0.1:26379' },
+    valid: [['sentinel-user', 'sentinel-user']],
+    invalid: [],
+  },
+  {
+    name: 'REDIS_SENTINEL_PASSWORD',
+    path: 'redis.sentinelPassword',
+    fallback: null,
+    env: { REDIS_MODE: 'sentinel', REDIS_SENTINELS: '10.0.0.1:26379' },
+    valid: [['sentinel secret', 'sentinel secret']],
+    invalid: [],
+  },
+  {
+    name: 'REDIS_CLUSTER_NODES',
+    path: 'redis.clusterNodes',
+    fallback: undefined,
+    required: true,
+    env: { REDIS_MODE: 'cluster' },
+    valid: [
+      [
+        'redis-0:7000,redis-1',
+        [
+          { host: 'redis-0', port: 7000 },
+          { host: 'redis-1', port: 6379 },
+        ],
+      ],
+    ],
+    invalid: ['redis-0:7000:1', 'redis-0:-1'],
+  },
+  {
+    name: 'REDIS_USERNAME',
+    path: 'redis.username',
+    fallback: null,
+    env: { REDIS_PASSWORD: 'pw' },
+    valid: [['svc', 'svc']],
+    invalid: [],
+  },
+  { name: 'REDIS_PASSWORD', path: 'redis.password', fallback: null, valid: [['s3cret with spaces', 's3cret with spaces']], invalid: [] },
+  {
+    name: 'REDIS_TLS',
+    path: 'redis.tls',
+    fallback: null,
+    valid: [
+      ['true', { ca: null, cert: null, key: null, servername: null }],
+      ['false', null],
+    ],
+    invalid: ['tls', '2'],
+  },
+  {
+    name: 'REDIS_TLS_SERVERNAME',
+    path: 'redis.tls.servername',
+    fallback: null,
+    env: { REDIS_TLS: 'true' },
+    valid: [['redis.internal', 'redis.internal']],
+    invalid: [],
+  },
+  {
+    name: 'REDIS_MIN_REPLICAS_ACK',
+    path: 'redis.minReplicasAck',
+    fallback: 0,
+    valid: [
+      ['0', 0],
+      ['1', 1],
+      ['100', 100],
+    ],
+    invalid: ['-1', '101', 'one', '1.5'],
+  },
+  {
+    name: 'QUEUE_SHARDS',
+    path: 'redis.queueShards',
+    fallback: 1,
+    valid: [
+      ['1', 1],
+      ['3', 3],
+      ['12', 12],
+    ],
+    invalid: ['0', '13', 'three', '2.5'],
+  },
+  { name: 'REDIS_CONNECT_TIMEOUT', path: 'redis.connectTimeoutMs', fallback: 15 * S, valid: durations(100), invalid: badDurations(100) },
   {
     name: 'REDIS_PREFIX',
     path: 'redis.prefix',
@@ -329,12 +447,18 @@ t.test('parseDuration and parseSize: units, and a bare number is seconds / octet
 
 for (const v of table) {
   t.test(v.name, async (t) => {
+    if (v.required) {
+      for (const raw of [undefined, '', '  ']) {
+        const f = failure({ ...v.env, ...(raw === undefined ? {} : { [v.name]: raw }) })
+        t.equal(f?.variable, v.name, `${raw === undefined ? 'unset' : JSON.stringify(raw)}: refused, naming ${v.name} (${f?.message})`)
+      }
+    }
     // ADMIN_TOKENS has no default: BASE sets one (the admin API is on by default and needs it)
-    if (v.name !== 'ADMIN_TOKENS') {
+    else if (v.name !== 'ADMIN_TOKENS') {
       t.same(at(loadConfig({ ...BASE, ...v.env, [v.name]: '' }), v.path), v.fallback, `empty: the default ${JSON.stringify(v.fallback)}`)
       t.same(at(loadConfig({ ...BASE, ...v.env, [v.name]: '  ' }), v.path), v.fallback, 'blank: the default')
     }
-    t.same(at(loadConfig({ ...BASE, ...v.env }), v.path), v.fallback, `unset: the default ${JSON.stringify(v.fallback)}`)
+    if (!v.required) t.same(at(loadConfig({ ...BASE, ...v.env }), v.path), v.fallback, `unset: the default ${JSON.stringify(v.fallback)}`)
     for (const [raw, value] of v.valid)
       t.same(at(loadConfig({ ...BASE, ...v.env, [v.name]: raw }), v.path), value, `${v.name}=${raw} is ${JSON.stringify(value)}`)
     for (const raw of v.invalid) {
@@ -398,6 +522,8 @@ t.test('every variable src/config.ts reads is covered here', async (t) => {
     'LMTP_PROXY_PROTOCOL',
     'LMTP_PROXY_TRUSTED_CIDRS',
   ]
-  const covered = new Set([...table.map((v) => v.name), 'ADMIN_TOKENS_FILE', ...security])
+  // PEM files for TLS towards Redis, and the secrets read from files: test/redis/config.test.ts covers them.
+  const redisFiles = ['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE', 'REDIS_PASSWORD_FILE', 'REDIS_SENTINEL_PASSWORD_FILE']
+  const covered = new Set([...table.map((v) => v.name), 'ADMIN_TOKENS_FILE', ...security, ...redisFiles])
   for (const name of read) t.ok(covered.has(name), `${name} has a row in this test`)
 })

@@ -11,7 +11,7 @@ import type { Socket } from 'node:net'
 import { cpuUsage } from 'node:process'
 import { Redis } from 'ioredis'
 import { Queue, Worker } from 'bullmq'
-import { coalesceWrites } from '../../src/coalesce.js'
+import { coalesceWrites } from '../../src/redis/coalesce.js'
 
 const [url = 'redis://127.0.0.1:6379', prefix = 'bench-floor', jobsArg = '5000', sessionsArg = '10'] = process.argv.slice(2)
 const JOBS = Number(jobsArg)

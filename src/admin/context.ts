@@ -1,14 +1,12 @@
 /** What the admin API needs of the app. app.ts builds it; handlers use it at request time only. */
-import type { Queue } from 'bullmq'
 import type { FastifyInstance, FastifyBaseLogger, RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import type { RouteStore } from '../routing/store.js'
-import type { DeliveryJobData, DeliveryJobReturn } from '../delivery/queue.js'
+import type { DeliveryQueues } from '../delivery/queue.js'
 import type { Durability } from '../delivery/durability.js'
 import type { DeliveryLog } from '../delivery/log.js'
-import type { TransactionStore } from '../delivery/messages.js'
 import type { WebhookClient } from '../delivery/http.js'
 import type { Metrics } from '../metrics.js'
 import type { RouteState } from '../routing/state.js'
@@ -18,12 +16,11 @@ export interface AdminContext {
   readonly config: Config
   readonly log: Logger
   readonly routes: RouteStore
-  readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>
+  /** Every delivery queue shard (a job by id, its stored transaction). */
+  readonly queues: DeliveryQueues
   /** What the Redis in use can guarantee (accept-mode routes need `durable`). */
   readonly durability: Durability
   readonly deliveries: DeliveryLog
-  /** Stored transactions: a replayed dead letter needs its message. */
-  readonly messages: TransactionStore
   /** The client real deliveries use (for POST /v1/routes/{id}/test). */
   readonly client: WebhookClient
   readonly metrics: Metrics

@@ -133,7 +133,7 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req) => {
         const id = req.params.id
-        const [record, job] = await Promise.all([ctx.deliveries.get(id), ctx.queue.getJob(id)])
+        const [record, job] = await Promise.all([ctx.deliveries.get(id), ctx.queues.getJob(id)])
         const queueState = job ? await job.getState() : null
         const live = queueState === null || queueState === 'unknown' ? null : queueState
         if (record) return { ...record, attemptLog: [...record.attemptLog], queueState: live }
@@ -156,9 +156,9 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req, res) => {
         const id = req.params.id
-        const job = await ctx.queue.getJob(id)
-        if (!job) throw notFound(id)
-        await replay(ctx, job)
+        const found = await ctx.queues.findJob(id)
+        if (!found) throw notFound(id)
+        await replay(ctx, found)
         return res.code(202).send({ id, state: 'retrying' as const })
       },
     )
@@ -207,7 +207,7 @@ export function deliveriesApi(ctx: AdminContext) {
       },
       async (req, res) => {
         const id = req.params.id
-        const job = await ctx.queue.getJob(id)
+        const job = await ctx.queues.getJob(id)
         let removed = false
         if (job) {
           const state = await job.getState()

@@ -184,7 +184,7 @@ export function routesApi(ctx: AdminContext) {
       async (req) => {
         const route = ctx.routes.get(req.params.id)
         if (!route) throw notFound(req.params.id)
-        const { changed, at } = await ctx.state.resume(route.id, ctx.queue)
+        const { changed, at } = await ctx.state.resume(route.id, ctx.queues)
         if (changed) {
           req.log.info({ route: route.id }, 'route resumed')
           await ctx.events.emit('route.resumed', { route: route.id }, `${route.id}:${at}`, at)

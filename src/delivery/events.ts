@@ -7,14 +7,15 @@
  * Events go through their own BullMQ queue (`events`), so a send that fails is retried with
  * exponential backoff and survives a restart: an operator's alert about a dead letter or an
  * opened circuit must not be lost because the alerting endpoint (or this process) was briefly
- * away. The job id is derived from the event (type + what it is about + when it happened), so an
+ * away. The queue has its own hash tag (`<prefix>:{events}`, src/redis/keys.ts), so on a cluster
+ * each of BullMQ's scripts over it touches one slot. The job id is derived from the event (type + what it is about + when it happened), so an
  * event emitted twice (two replicas, a retried call) is queued once; the scripts that change a
  * route's state decide which single caller emits it in the first place.
  */
 import { createHash } from 'node:crypto'
 import { Queue, Worker } from 'bullmq'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
+import type { RedisClient } from '../redis/connections.js'
 import type { WebhookClient } from './http.js'
 import { parseSecret, webhookHeaders } from './signing.js'
 import { RetryableDeliveryError, backoffDelay } from './queue.js'
@@ -56,8 +57,9 @@ export class OperationalEvents {
   private worker: Worker<EventJobData> | null = null
   private readonly keys: Buffer[]
 
+  /** `prefix`: the queue's BullMQ prefix (KeyLayout `eventsPrefix`). */
   constructor(
-    connection: Redis,
+    connection: RedisClient,
     private readonly prefix: string,
     private readonly options: EventsOptions,
   ) {
@@ -94,7 +96,7 @@ export class OperationalEvents {
   }
 
   /** Starts sending queued events (processes that run workers). */
-  startWorker(connection: Redis): void {
+  startWorker(connection: RedisClient): void {
     if (!this.queue || this.worker) return
     const url = this.options.url!
     this.worker = new Worker<EventJobData>(

@@ -17,11 +17,12 @@
  * once a second per route.
  */
 import { DelayedError } from 'bullmq'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Reply } from '../lmtp/reply.js'
+import type { RedisClient } from '../redis/connections.js'
+import { defineScript, runScript } from '../redis/scripts.js'
 import type { Route } from '../routing/schema.js'
-import { LUA_HELPERS, busyReply, circuitOpenReply, holderId, pausedReply, runLua, type RouteState } from '../routing/state.js'
+import { LUA_HELPERS, busyReply, circuitOpenReply, holderId, pausedReply, type RouteState } from '../routing/state.js'
 import { queuedReply, type Outcome } from './outcome.js'
 import type { DeliveryJob, DeliveryJobReturn } from './queue.js'
 
@@ -68,7 +69,7 @@ export interface GateObserver {
 }
 
 export interface GateOptions {
-  readonly redis: Redis
+  readonly redis: RedisClient
   readonly state: RouteState
   readonly log: Logger
   /** WEBHOOK_TIMEOUT: the attempt deadline of routes without their own. */
@@ -79,11 +80,13 @@ export interface GateOptions {
 /**
  * KEYS[1] state, KEYS[2] slots, KEYS[3] rate window
  * ARGV[1] channel, ARGV[2] route id, ARGV[3] holder, ARGV[4] lease ms, ARGV[5] concurrency (0: none),
- * ARGV[6] rate max (0: none), ARGV[7] rate interval ms, ARGV[8] breaker on (1/0)
+ * ARGV[6] rate max (0: none), ARGV[7] rate interval ms, ARGV[8] breaker on (1/0), ARGV[9] publish command
  * Returns {verdict, value, announcement}: go | probe | paused | open (value: openUntil) |
  * probing | rate (value: ms until the window has room) | busy.
  */
-const ACQUIRE = `${LUA_HELPERS}
+const ACQUIRE = defineScript(
+  'route-acquire',
+  `${LUA_HELPERS}
 local t = now()
 if redis.call('HGET', KEYS[1], 'paused') == '1' then return {'paused', '0', ''} end
 local probe = false
@@ -122,22 +125,25 @@ if rateMax > 0 then
 end
 if probe then
   redis.call('HSET', KEYS[1], 'circuit', 'half-open', 'probe', ARGV[3], 'probeUntil', t + lease)
-  return {'probe', '0', announce(KEYS[1], ARGV[1], ARGV[2])}
+  return {'probe', '0', announce(KEYS[1], ARGV[1], ARGV[2], ARGV[9])}
 end
 return {'go', '0', ''}
-`
+`,
+)
 
 /**
  * KEYS[1] state, KEYS[2] slots
  * ARGV[1] channel, ARGV[2] route id, ARGV[3] holder, ARGV[4] slot held (1/0), ARGV[5] ok | fail | none,
- * ARGV[6] breaker on (1/0), ARGV[7] failures, ARGV[8] window ms, ARGV[9] cool-down ms
+ * ARGV[6] breaker on (1/0), ARGV[7] failures, ARGV[8] window ms, ARGV[9] cool-down ms, ARGV[10] publish command
  * Returns {transition ('' | opened | closed | reopened), time, announcement}.
  *
  * ok (the webhook answered, 2xx or a refusal) resets the streak and closes a circuit that is not
  * closed; fail (a temporary failure) counts towards opening, the streak restarting when its first
  * failure is older than the window; a failed probe opens the circuit again for the cool-down.
  */
-const RECORD = `${LUA_HELPERS}
+const RECORD = defineScript(
+  'route-record',
+  `${LUA_HELPERS}
 local t = now()
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[2], ARGV[3]) end
 local isProbe = ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'probe') == ARGV[3]
@@ -158,13 +164,13 @@ if ARGV[5] == 'ok' then
     transition = 'closed'
     changed = true
   end
-  if changed then return {transition, tostring(t), announce(KEYS[1], ARGV[1], ARGV[2])} end
+  if changed then return {transition, tostring(t), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[10])} end
   return {'', tostring(t), ''}
 end
 if circuit == 'half-open' and isProbe then
   redis.call('HSET', KEYS[1], 'circuit', 'open', 'openUntil', t + coolDown, 'streak', streak + 1)
   redis.call('HDEL', KEYS[1], 'probe', 'probeUntil')
-  return {'reopened', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2])}
+  return {'reopened', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[10])}
 end
 if circuit ~= 'closed' then return {'', tostring(t), ''} end
 local start = tonumber(redis.call('HGET', KEYS[1], 'streakStart')) or 0
@@ -179,18 +185,21 @@ redis.call('HSET', KEYS[1], 'streak', streak, 'streakStart', start)
 if streak >= tonumber(ARGV[7]) then
   redis.call('HSET', KEYS[1], 'circuit', 'open', 'openedAt', t, 'openUntil', t + coolDown)
   redis.call('HDEL', KEYS[1], 'closedAt')
-  return {'opened', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2])}
+  return {'opened', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[10])}
 end
-if before == 0 then return {'', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2])} end
+if before == 0 then return {'', tostring(t), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[10])} end
 return {'', tostring(t), ''}
-`
+`,
+)
 
 /**
  * KEYS[1] state, KEYS[2] stats
  * ARGV[1] time of the newest attempt, ARGV[2] its status, ARGV[3] its error; then triples of
  * minute, attempts, delivered. Buckets are a ring of 60 fields (minute mod 60).
  */
-const STATS = `
+const STATS = defineScript(
+  'route-stats',
+  `
 if tonumber(ARGV[1]) > (tonumber(redis.call('HGET', KEYS[1], 'lastAt')) or 0) then
   redis.call('HSET', KEYS[1], 'lastAt', ARGV[1], 'lastStatus', ARGV[2], 'lastError', ARGV[3])
 end
@@ -213,7 +222,8 @@ for i = 4, #ARGV, 3 do
 end
 redis.call('PEXPIRE', KEYS[2], 7200000)
 return 1
-`
+`,
+)
 
 interface PendingStats {
   /** minute → [attempts, delivered] */
@@ -222,7 +232,7 @@ interface PendingStats {
 }
 
 export class DeliveryGate {
-  private readonly redis: Redis
+  private readonly redis: RedisClient
   private readonly state: RouteState
   private readonly log: Logger
   private readonly defaultTimeoutMs: number
@@ -252,12 +262,22 @@ export class DeliveryGate {
     const holder = holderId(jobId)
     const keys = this.state.keys(route.id)
     const lease = (route.timeoutMs ?? this.defaultTimeoutMs) + LEASE_GRACE_MS
-    const [verdict, value, message] = (await runLua(
+    const [verdict, value, message] = await runScript<[string, string, string]>(
       this.redis,
       ACQUIRE,
       [keys.state, keys.slots, keys.rate],
-      [this.state.channelName, route.id, holder, lease, route.concurrency ?? 0, route.rateLimit?.max ?? 0, route.rateLimit?.perMs ?? 0, breaker ? '1' : '0'],
-    )) as [string, string, string]
+      [
+        keys.changed,
+        route.id,
+        holder,
+        lease,
+        route.concurrency ?? 0,
+        route.rateLimit?.max ?? 0,
+        route.rateLimit?.perMs ?? 0,
+        breaker ? '1' : '0',
+        this.state.publishCommand,
+      ],
+    )
     if (message) this.state.applyAnnouncement(message)
     const slot = route.concurrency !== undefined
     switch (verdict) {
@@ -293,12 +313,12 @@ export class DeliveryGate {
     if (!needed) return
     const keys = this.state.keys(route.id)
     try {
-      const [transition, at, message] = (await runLua(
+      const [transition, at, message] = await runScript<[string, string, string]>(
         this.redis,
         RECORD,
         [keys.state, keys.slots],
         [
-          this.state.channelName,
+          keys.changed,
           route.id,
           permit.holder,
           permit.slot ? '1' : '0',
@@ -307,8 +327,9 @@ export class DeliveryGate {
           breaker?.failures ?? 0,
           breaker?.windowMs ?? 0,
           breaker?.coolDownMs ?? 0,
+          this.state.publishCommand,
         ],
-      )) as [string, string, string]
+      )
       if (message) this.state.applyAnnouncement(message)
       if (transition === 'opened' || transition === 'closed' || transition === 'reopened') {
         const level = transition === 'closed' ? 'info' : 'warn'
@@ -373,7 +394,7 @@ export class DeliveryGate {
         const keys = this.state.keys(id)
         const args: (string | number)[] = [p.last.at, p.last.status, p.last.error]
         for (const [minute, [a, d]] of p.buckets) args.push(minute, a, d)
-        await runLua(this.redis, STATS, [keys.state, keys.stats], args)
+        await runScript(this.redis, STATS, [keys.state, keys.stats], args)
       }),
     )
       .then(() => undefined)

@@ -2,22 +2,25 @@
  * The delivery log: what operators see of each delivery (one per job id)
  * and of its attempts, kept in Redis with bounded retention.
  *
- * Redis keys (all under the service prefix):
- *   <prefix>:dlog:d:<id>    hash  the delivery: recipient, route, txn, mode, sender, message-id,
- *                                 state, last attempt
- *   <prefix>:dlog:a:<id>    list  its attempts as JSON, oldest first (the newest MAX_ATTEMPTS kept)
- *   <prefix>:dlog:index     zset  id scored by the time the delivery was first logged (ms)
+ * Redis keys, in the queue shard of the delivery's job (src/redis/keys.ts), so a delivery's record
+ * is in the slot of its job and its stored message:
+ *   <prefix>:{<shard>}:dlog:d:<id>    hash  the delivery: recipient, route, txn, mode, sender,
+ *                                           message-id, state, last attempt
+ *   <prefix>:{<shard>}:dlog:a:<id>    list  its attempts as JSON, oldest first (the newest MAX_ATTEMPTS kept)
+ *   <prefix>:{<shard>}:dlog:index     zset  id scored by the time the delivery was first logged (ms)
  *
  * Every write is one Lua script (one round trip, no read-modify-write race between replicas): it
  * sets the fields, appends the attempt, refreshes the TTL of both keys (`ttlMs` after the last
  * change), indexes the delivery and trims the index to the newest `max` deliveries, deleting the
- * keys of what it trims. Memory is therefore bounded by `max` deliveries of at most MAX_ATTEMPTS
- * attempts each, whatever the load. An index entry whose keys expired is skipped (and removed)
- * by readers; there are never more than `max` of them.
+ * keys of what it trims. Each shard keeps `max / shards` (rounded up), so memory is bounded by about
+ * `max` deliveries of at most MAX_ATTEMPTS attempts each, whatever the load. An index entry whose
+ * keys expired is skipped (and removed) by readers; there are never more than `max` of them.
+ * Readers merge the shards' indexes, newest first.
  */
-import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
+import type { RedisClient } from '../redis/connections.js'
+import type { ShardKeys } from '../redis/keys.js'
+import { defineScript, runScript } from '../redis/scripts.js'
 import { truncateUtf8 } from '../lmtp/reply.js'
 import { failureReason, type AttemptRecord } from './worker.js'
 
@@ -111,7 +114,9 @@ export interface DeliveryRef {
  * ARGV[8..] field, value pairs to set
  * Returns the number of deliveries trimmed.
  */
-const WRITE = `
+const WRITE = defineScript(
+  'delivery-log-write',
+  `
 local ttl = tonumber(ARGV[3])
 local max = tonumber(ARGV[4])
 if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
@@ -137,8 +142,8 @@ local extra = redis.call('ZCARD', KEYS[3]) - max
 if extra > 0 then drop(redis.call('ZRANGE', KEYS[3], 0, math.min(extra, 100) - 1)) end
 redis.call('PEXPIRE', KEYS[3], ttl)
 return trimmed
-`
-const WRITE_SHA = createHash('sha1').update(WRITE).digest('hex')
+`,
+)
 
 function stateOf(record: AttemptRecord): DeliveryState {
   if (record.outcome === 'delivered') return 'delivered'
@@ -194,25 +199,84 @@ export interface DeliveryLogOptions {
   readonly onError?: (err: unknown) => void
 }
 
-export class DeliveryLog {
-  private readonly keyPrefix: string
-  private readonly index: string
+interface IndexEntry {
+  readonly id: string
+  readonly score: number
+  readonly shard: ShardKeys
+}
 
+/** Newest-first entries of one shard's index below a cursor, fetched in batches. */
+class IndexReader {
+  private buffer: IndexEntry[] = []
+  private offset = 0
+  private exhausted = false
+
+  /** `range`: the scores to read (the cursor's and the time window's bounds), `max` first. */
   constructor(
-    private readonly redis: Redis,
-    prefix: string,
+    private readonly redis: RedisClient,
+    readonly shard: ShardKeys,
+    private readonly from: { score: number; id: string } | null,
+    private readonly range: { readonly max: string; readonly min: string },
+    private readonly batch: number,
+  ) {}
+
+  async peek(): Promise<IndexEntry | null> {
+    while (this.buffer.length === 0 && !this.exhausted) {
+      const { max, min } = this.range
+      const entries = await this.redis.zrevrangebyscore(this.shard.dlogIndex, max, min, 'WITHSCORES', 'LIMIT', this.offset, this.batch)
+      this.offset += entries.length / 2
+      if (entries.length / 2 < this.batch) this.exhausted = true
+      for (let i = 0; i < entries.length; i += 2) {
+        const id = entries[i]!
+        const score = Number(entries[i + 1])
+        // Same-score entries come in reverse lexical order: skip those up to the cursor's.
+        if (this.from !== null && score === this.from.score && id >= this.from.id) continue
+        this.buffer.push({ id, score, shard: this.shard })
+      }
+    }
+    return this.buffer[0] ?? null
+  }
+
+  take(): IndexEntry {
+    return this.buffer.shift()!
+  }
+}
+
+const newer = (a: IndexEntry, b: IndexEntry): boolean => a.score > b.score || (a.score === b.score && a.id > b.id)
+
+/** Writes of one shard's part of the log (the deliveries of that shard's jobs). */
+export interface ShardDeliveryLog {
+  /** Records one webhook attempt (the worker's onAttempt hook). Never throws; failures are logged. */
+  record(r: AttemptRecord, now?: number): Promise<void>
+  /** Sets the state of a delivery (dead-lettered, replayed), creating its record if needed. */
+  setState(ref: DeliveryRef, state: DeliveryState, reason?: string, now?: number): Promise<void>
+}
+
+export class DeliveryLog {
+  private readonly perShard: number
+
+  /** `shards`: every shard whose deliveries are logged (the queue shards, and a drained legacy one). */
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly shards: readonly ShardKeys[],
     private readonly options: DeliveryLogOptions,
   ) {
-    this.keyPrefix = `${prefix}:dlog:`
-    this.index = `${prefix}:dlog:index`
+    this.perShard = Math.ceil(options.max / Math.max(1, shards.length))
   }
 
   get enabled(): boolean {
     return this.options.max > 0
   }
 
-  /** Records one webhook attempt (the worker's onAttempt hook). Never throws; failures are logged. */
-  record(r: AttemptRecord, now = Date.now()): Promise<void> {
+  /** The writes for the deliveries of `shard`. */
+  in(shard: ShardKeys): ShardDeliveryLog {
+    return {
+      record: (r, now = Date.now()) => this.recordIn(shard, r, now),
+      setState: (ref, state, reason, now = Date.now()) => this.setStateIn(shard, ref, state, reason, now),
+    }
+  }
+
+  private recordIn(shard: ShardKeys, r: AttemptRecord, now: number): Promise<void> {
     const attempt: DeliveryAttempt = {
       attempt: r.attempt,
       at: new Date(now).toISOString(),
@@ -242,18 +306,26 @@ export class DeliveryLog {
     // A delivery is never shown dead without its reason (the queue's failure event comes later),
     // and a replayed one that got through no longer shows why it had died.
     fields.push('reason', state === 'dead' ? failureReason(r.status, r.error) : '')
-    return this.write(r.jobId, now, JSON.stringify(attempt), fields)
+    return this.write(shard, r.jobId, now, JSON.stringify(attempt), fields)
   }
 
-  /** Sets the state of a delivery (dead-lettered, replayed), creating its record if needed. */
-  setState(ref: DeliveryRef, state: DeliveryState, reason?: string, now = Date.now()): Promise<void> {
+  private setStateIn(shard: ShardKeys, ref: DeliveryRef, state: DeliveryState, reason: string | undefined, now: number): Promise<void> {
     const fields = [...this.refFields(ref), 'state', state]
     if (reason !== undefined) fields.push('reason', truncateUtf8(reason, 512))
-    return this.write(ref.id, now, '', fields)
+    return this.write(shard, ref.id, now, '', fields)
   }
 
   async get(id: string): Promise<DeliveryWithAttempts | null> {
-    const results = await this.redis.multi().hgetall(this.key('d', id)).lrange(this.key('a', id), 0, -1).exec()
+    const found = await Promise.all(this.shards.map((shard) => this.getIn(shard, id)))
+    return found.find((d) => d !== null) ?? null
+  }
+
+  private async getIn(shard: ShardKeys, id: string): Promise<DeliveryWithAttempts | null> {
+    const results = await this.redis
+      .multi()
+      .hgetall(key(shard, 'd', id))
+      .lrange(key(shard, 'a', id), 0, -1)
+      .exec()
     if (!results) throw new Error('delivery log read was aborted')
     const [[hashErr, hash], [listErr, list]] = results as [[Error | null, Record<string, string>], [Error | null, string[]]]
     if (hashErr) throw hashErr
@@ -264,17 +336,26 @@ export class DeliveryLog {
 
   /** Removes a delivery's record; false when there was none. */
   async delete(id: string): Promise<boolean> {
-    const results = await this.redis.multi().del(this.key('d', id), this.key('a', id)).zrem(this.index, id).exec()
-    const [[, deleted], [, unindexed]] = (results ?? [
-      [null, 0],
-      [null, 0],
-    ]) as [[unknown, number], [unknown, number]]
-    return deleted > 0 || unindexed > 0
+    const removed = await Promise.all(
+      this.shards.map(async (shard) => {
+        const results = await this.redis
+          .multi()
+          .del(key(shard, 'd', id), key(shard, 'a', id))
+          .zrem(shard.dlogIndex, id)
+          .exec()
+        const [[, deleted], [, unindexed]] = (results ?? [
+          [null, 0],
+          [null, 0],
+        ]) as [[unknown, number], [unknown, number]]
+        return deleted > 0 || unindexed > 0
+      }),
+    )
+    return removed.some(Boolean)
   }
 
   /**
-   * Deliveries newest first, filtered. A page holds up to `limit` deliveries; it may hold fewer
-   * and still have a `nextCursor` when many entries were examined without a match.
+   * Deliveries newest first, filtered, over every shard. A page holds up to `limit` deliveries; it
+   * may hold fewer and still have a `nextCursor` when many entries were examined without a match.
    */
   async list(filter: DeliveryFilter): Promise<DeliveryPage> {
     const from = filter.cursor === undefined ? null : decodeCursor(filter.cursor)
@@ -286,34 +367,36 @@ export class DeliveryLog {
     const lower = filter.since === undefined ? '-inf' : String(filter.since)
     const out: Delivery[] = []
     const batch = Math.min(500, Math.max(50, filter.limit * 2))
-    let offset = 0
+    const range = { max: upper === Infinity ? '+inf' : String(upper), min: lower }
+    const readers = this.shards.map((shard) => new IndexReader(this.redis, shard, from, range, batch))
     let scanned = 0
-    let last: { score: number; id: string } | null = null
+    let last: IndexEntry | null = null
     for (;;) {
-      const max = upper === Infinity ? '+inf' : String(upper)
-      const entries = await this.redis.zrevrangebyscore(this.index, max, lower, 'WITHSCORES', 'LIMIT', offset, batch)
-      if (entries.length === 0) return { deliveries: out, nextCursor: null }
-      offset += entries.length / 2
-      const page: { id: string; score: number }[] = []
-      for (let i = 0; i < entries.length; i += 2) {
-        const id = entries[i]!
-        const score = Number(entries[i + 1])
-        // Same-score entries come in reverse lexical order: skip those up to the cursor's.
-        if (from !== null && score === from.score && id >= from.id) continue
-        page.push({ id, score })
+      // The next `batch` entries of the merged indexes, newest first.
+      const page: IndexEntry[] = []
+      while (page.length < batch) {
+        let best: IndexReader | null = null
+        let bestEntry: IndexEntry | null = null
+        for (const reader of readers) {
+          const head = await reader.peek()
+          if (head !== null && (bestEntry === null || newer(head, bestEntry))) {
+            best = reader
+            bestEntry = head
+          }
+        }
+        if (best === null) break
+        page.push(best.take())
       }
-      const pipeline = this.redis.pipeline()
-      for (const e of page) pipeline.hgetall(this.key('d', e.id))
-      const hashes = page.length === 0 ? [] : ((await pipeline.exec()) ?? [])
-      const stale: string[] = []
+      if (page.length === 0) return { deliveries: out, nextCursor: null }
+      const hashes = await this.hashes(page)
+      const stale: IndexEntry[] = []
       for (let i = 0; i < page.length; i++) {
         const entry = page[i]!
-        const [err, hash] = hashes[i] as [Error | null, Record<string, string>]
-        if (err) throw err
+        const hash = hashes[i]!
         scanned++
         last = entry
         if (Object.keys(hash).length === 0) {
-          stale.push(entry.id)
+          stale.push(entry)
           continue
         }
         const d = toDelivery(hash)
@@ -325,38 +408,60 @@ export class DeliveryLog {
         if (filter.txn !== undefined && d.txn !== filter.txn) continue
         out.push(d)
         if (out.length === filter.limit) {
-          if (stale.length > 0) await this.redis.zrem(this.index, ...stale)
+          await this.unindex(stale)
           return { deliveries: out, nextCursor: encodeCursor(entry.score, entry.id) }
         }
       }
-      if (stale.length > 0) await this.redis.zrem(this.index, ...stale)
-      if (entries.length / 2 < batch) return { deliveries: out, nextCursor: null }
+      await this.unindex(stale)
+      if (page.length < batch) return { deliveries: out, nextCursor: null }
       if (scanned >= MAX_SCAN && last !== null) return { deliveries: out, nextCursor: encodeCursor(last.score, last.id) }
     }
   }
 
-  private key(kind: 'd' | 'a', id: string): string {
-    return `${this.keyPrefix}${kind}:${id}`
+  /** The records of `entries`, in order: one pipeline per shard (one slot each), in parallel. */
+  private async hashes(entries: readonly IndexEntry[]): Promise<Record<string, string>[]> {
+    const out: Record<string, string>[] = new Array(entries.length)
+    await Promise.all(
+      this.shards.map(async (shard) => {
+        const mine = entries.map((e, i) => [e, i] as const).filter(([e]) => e.shard === shard)
+        if (mine.length === 0) return
+        const pipeline = this.redis.pipeline()
+        for (const [e] of mine) pipeline.hgetall(key(shard, 'd', e.id))
+        const results = (await pipeline.exec()) ?? []
+        mine.forEach(([, i], k) => {
+          const [err, hash] = results[k] as [Error | null, Record<string, string>]
+          if (err) throw err
+          out[i] = hash
+        })
+      }),
+    )
+    return out
+  }
+
+  private async unindex(entries: readonly IndexEntry[]): Promise<void> {
+    for (const shard of this.shards) {
+      const ids = entries.filter((e) => e.shard === shard).map((e) => e.id)
+      if (ids.length > 0) await this.redis.zrem(shard.dlogIndex, ...ids)
+    }
   }
 
   private refFields(ref: DeliveryRef): string[] {
     return ['id', ref.id, 'txn', ref.txn, 'rcpt', ref.rcpt, 'route', ref.route, 'mode', ref.mode]
   }
 
-  private async write(id: string, now: number, attempt: string, fields: string[]): Promise<void> {
+  private async write(shard: ShardKeys, id: string, now: number, attempt: string, fields: string[]): Promise<void> {
     if (!this.enabled) return
-    const keys = [this.key('d', id), this.key('a', id), this.index]
-    const args = [id, String(now), String(this.options.ttlMs), String(this.options.max), String(MAX_ATTEMPTS), this.keyPrefix, attempt, ...fields]
+    const keys = [key(shard, 'd', id), key(shard, 'a', id), shard.dlogIndex]
+    const args = [id, String(now), String(this.options.ttlMs), String(this.perShard), String(MAX_ATTEMPTS), shard.dlogPrefix, attempt, ...fields]
     try {
-      try {
-        await this.redis.evalsha(WRITE_SHA, keys.length, ...keys, ...args)
-      } catch (err) {
-        if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
-        await this.redis.eval(WRITE, keys.length, ...keys, ...args)
-      }
+      await runScript(this.redis, WRITE, keys, args)
     } catch (err) {
       this.options.onError?.(err)
       this.options.log.warn({ err, delivery: id }, 'could not write the delivery log')
     }
   }
+}
+
+function key(shard: ShardKeys, kind: 'd' | 'a', id: string): string {
+  return `${shard.dlogPrefix}${kind}:${id}`
 }

@@ -1,31 +1,33 @@
 /**
  * The transaction store: what one LMTP transaction leaves in Redis for the workers. One hash per
- * transaction (`<prefix>:txn:<id>`) holds the raw message once, the envelope, and the parsed
- * message serialised once per attachment cap in use; jobs carry only the transaction id.
+ * transaction (`<prefix>:{<shard>}:txn:<id>`, in the slot of the queue shard its jobs go to; see
+ * src/redis/keys.ts) holds the raw message once, the envelope, and the parsed message serialised
+ * once per attachment cap in use; jobs carry only the transaction id. One store per shard.
  *
  * While a transaction's session is waiting, this process also keeps its fields in memory, so a
  * worker in the same process reads them without a Redis round trip (a worker on another replica
  * reads Redis). The memory is the one the listener holds for that transaction anyway; `forget()`
  * releases it when the session has its replies.
  */
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../redis/connections.js'
+import { defineScript, runScript } from '../redis/scripts.js'
 import type { StoredEnvelope } from './request.js'
 
 /**
  * KEYS[1] the transaction hash; ARGV[1] TTL in ms, ARGV[2..] field, value, field, value...
  * Writes the fields and the TTL atomically in one command (no MULTI, no client-side pipeline).
+ * Ordered: the jobs sent right after it must find the message stored.
  */
-const SAVE_SCRIPT = `redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+const SAVE = defineScript(
+  'save-transaction',
+  `redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1`
-
-interface StoreCommands {
-  lmtpWebhookSaveTxn(key: string, ttlMs: number, ...fields: (string | Buffer)[]): Promise<number>
-}
+return 1`,
+  { ordered: true },
+)
 
 export class TransactionStore {
   private readonly local = new Map<string, ReadonlyMap<string, Buffer>>()
-  private readonly writer: Redis & StoreCommands
 
   /**
    * `writer` stores transactions: the connection the jobs are added on, so Redis has the message
@@ -33,16 +35,13 @@ export class TransactionStore {
    * deletes, so a delete shares its write with the delivery log's.
    */
   constructor(
-    writer: Redis,
-    private readonly reader: Redis,
-    private readonly prefix: string,
-  ) {
-    if (!('lmtpWebhookSaveTxn' in writer)) writer.defineCommand('lmtpWebhookSaveTxn', { numberOfKeys: 1, lua: SAVE_SCRIPT })
-    this.writer = writer as Redis & StoreCommands
-  }
+    private readonly writer: RedisClient,
+    private readonly reader: RedisClient,
+    private readonly keyOf: (txnId: string) => string,
+  ) {}
 
   key(txnId: string): string {
-    return `${this.prefix}:txn:${txnId}`
+    return this.keyOf(txnId)
   }
 
   /** Stores a transaction in one command. `parts` are named serialised forms (e.g. `json:<cap>`). */
@@ -51,7 +50,7 @@ export class TransactionStore {
     const fields = new Map<string, Buffer>([['raw', raw], ['env', Buffer.from(JSON.stringify(envelope))], ...parts])
     const args: (string | Buffer)[] = []
     for (const [name, value] of fields) args.push(name, value)
-    await this.writer.lmtpWebhookSaveTxn(key, ttlMs, ...args)
+    await runScript(this.writer, SAVE, [key], [ttlMs, ...args])
     this.local.set(txnId, fields)
   }
 

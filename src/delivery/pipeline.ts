@@ -6,17 +6,15 @@
  */
 import { createHash } from 'node:crypto'
 import type { Readable } from 'node:stream'
-import type { Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Envelope, LmtpHandler, RecipientVerdict, Sender, SessionInfo, Verdict, XForward } from '../lmtp/types.js'
 import { reply, type Reply } from '../lmtp/reply.js'
 import type { Route } from '../routing/schema.js'
 import { deriveWebhookId } from './signing.js'
-import { jobId, jobOptions, type DeliveryJobData, type DeliveryJobReturn } from './queue.js'
+import { jobId, jobOptions, type DeliveryJobData, type DeliveryQueues } from './queue.js'
 import type { ResultChannel, DeliveryResult } from './results.js'
-import type { TransactionStore } from './messages.js'
 import { waitDurable, type Durability } from './durability.js'
+import { writeSession, type RedisClient } from '../redis/connections.js'
 import { messageParts, type StoredEnvelope } from './request.js'
 import { envelopeInfo } from './payload.js'
 import type { WebhookClient } from './http.js'
@@ -28,6 +26,8 @@ export interface PipelineOptions {
   readonly senderCheckUrl: string | null
   readonly checkTimeoutMs: number
   readonly allowAcceptWithoutAof: boolean
+  /** Replicas that must acknowledge accept-mode writes before a 250 (REDIS_MIN_REPLICAS_ACK). */
+  readonly minReplicasAck: number
 }
 
 export interface RouteLookup {
@@ -40,7 +40,7 @@ export interface PipelineObserver {
   recipientReply?(reply: Reply, mode: Route['mode'], timedOut: boolean): void
 }
 
-/** WAITAOF's own deadline; it stays under the connection's command timeout. */
+/** WAITAOF's and WAIT's own deadline; it stays under the connection's command timeout. */
 const DURABLE_WAIT_MS = 4_000
 
 export const deferReply = (): Reply => reply(451, '4.3.0', 'Delivery not confirmed in time, try again later')
@@ -59,9 +59,9 @@ async function collect(message: Readable): Promise<Buffer> {
 export class DeliveryPipeline implements LmtpHandler {
   constructor(
     private readonly routes: RouteLookup,
-    private readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>,
-    private readonly redis: Redis,
-    private readonly store: TransactionStore,
+    private readonly queues: DeliveryQueues,
+    /** The connection the transaction and its jobs are written on (WAITAOF/WAIT go there). */
+    private readonly redis: RedisClient,
     private readonly channel: ResultChannel,
     private readonly client: WebhookClient,
     private readonly durability: Durability,
@@ -108,6 +108,9 @@ export class DeliveryPipeline implements LmtpHandler {
     const raw = await collect(message)
     const started = Date.now()
     const sha256 = createHash('sha256').update(raw).digest('hex')
+    // All of a transaction's jobs go to one shard, the same for every resend of the message.
+    const shard = this.queues.shardFor(sha256)
+    const store = shard.store
     const routes = envelope.recipients.map((r) => r.context as Route)
     const stored: StoredEnvelope = {
       ...envelopeInfo(envelope),
@@ -144,15 +147,16 @@ export class DeliveryPipeline implements LmtpHandler {
     // transaction before its jobs exist. (`addBulk` would build an ioredis pipeline, which copies
     // BullMQ's 64 scripts: dearer than the writes it saves.)
     let waited = false
-    const socket = this.redis.stream // what WAITAOF must still be talking to
+    const session = writeSession(this.redis, shard.keys.slot) // what WAITAOF/WAIT must still be talking to
     try {
-      await Promise.all([this.store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => this.queue.add(j.name, j.data, j.opts))])
+      await Promise.all([store.save(envelope.id, raw, stored, parts, ttl), ...jobs.map((j) => shard.queue.add(j.name, j.data, j.opts))])
       // Accept mode may only say 250 once the jobs are on disk. If that cannot be confirmed, its
       // recipients get 451 below; the defer-mode recipients of the same transaction still get
       // their webhooks' answers (their jobs are queued and will run).
       let durable = true
       if (anyAccept && !(this.options.allowAcceptWithoutAof && !this.durability.durable)) {
-        durable = await waitDurable(this.redis, this.durability, Math.min(DURABLE_WAIT_MS, Math.max(100, replyBy - Date.now())), socket).then(
+        const timeoutMs = Math.min(DURABLE_WAIT_MS, Math.max(100, replyBy - Date.now()))
+        durable = await waitDurable(session, this.durability, timeoutMs, this.options.minReplicasAck).then(
           () => true,
           (err: unknown) => {
             this.log.error({ err, txn: envelope.id }, 'accept-mode jobs could not be made durable')
@@ -175,12 +179,12 @@ export class DeliveryPipeline implements LmtpHandler {
         return out
       })
       if (!anyAccept && results.every((r) => r !== null)) {
-        this.store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
+        store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
       }
       return replies
     } finally {
       if (!waited) void wait(0) // releases the waiters
-      this.store.forget(envelope.id)
+      store.forget(envelope.id)
     }
   }
 }

@@ -1,6 +1,14 @@
 /**
- * The delivery queue on BullMQ. One job per accepted recipient; job data is references plus small
+ * The delivery queues on BullMQ. One job per accepted recipient; job data is references plus small
  * metadata, never the message.
+ *
+ * QUEUE_SHARDS=N gives N queues, each under its own hash tag (src/redis/keys.ts), so a cluster
+ * places them on different primaries. `DeliveryQueues` is the one object the rest of the code asks:
+ * the shard of a transaction (chosen from the message's sha256, so an MTA's resend of the same
+ * message lands on the same shard, where an accept-mode job id dedups it), every shard for the
+ * workers, metrics and the admin API, and a job by id across shards. A shard is also where the
+ * transaction is stored (its TransactionStore) and where its jobs' delivery log lives: everything
+ * of one transaction is in one slot.
  *
  * Job ids: in accept mode the job id is the webhook id (message + recipient + route), so an MTA
  * redelivery of mail already queued here cannot queue it twice. In defer mode the job belongs to
@@ -8,11 +16,14 @@
  * still running after its session answered 451, must not swallow the MTA's next attempt. The
  * webhook id sent to the consumer is the deterministic one in both modes.
  */
-import { Queue, Worker, type Job, type JobsOptions, type Processor } from 'bullmq'
-import type { Redis } from 'ioredis'
+import { Queue, Worker, type Job, type JobsOptions, type JobType, type Processor } from 'bullmq'
+import type { Logger } from 'pino'
 import type { Route } from '../routing/schema.js'
+import { isCluster, type RedisClient } from '../redis/connections.js'
+import { QUEUE_NAME, type KeyLayout, type ShardKeys } from '../redis/keys.js'
+import { TransactionStore } from './messages.js'
 
-export const QUEUE_NAME = 'deliveries'
+export { QUEUE_NAME }
 
 export interface DeliveryJobData {
   /** The webhook id: the same for the same message, recipient and route. */
@@ -75,12 +86,147 @@ export function backoffDelay(attemptsMade: number, baseMs: number, maxDelayMs: n
   return Math.min(maxDelayMs, Math.max(jittered, retryAfterMs ?? 0))
 }
 
-export function createQueue(connection: Redis, prefix: string): Queue<DeliveryJobData, DeliveryJobReturn> {
-  return new Queue<DeliveryJobData, DeliveryJobReturn>(QUEUE_NAME, { connection, prefix })
+/** One queue shard: its queue, its stored transactions, its keys. */
+export interface DeliveryShard {
+  readonly keys: ShardKeys
+  /** `0`..`N-1`, or `legacy` (metrics label, logs). */
+  readonly label: string
+  readonly queue: Queue<DeliveryJobData, DeliveryJobReturn>
+  readonly store: TransactionStore
+  /** The untagged queue of an older version: its jobs are worked, no job is added to it. */
+  readonly drainOnly: boolean
+}
+
+export interface FoundJob {
+  readonly job: DeliveryJob
+  readonly shard: DeliveryShard
+}
+
+export interface DeliveryQueuesOptions {
+  /** BullMQ's queue and the transaction writes (a transaction and its jobs go out on it in order). */
+  readonly queueConnection: RedisClient
+  /** Reads and deletes of stored transactions. */
+  readonly appConnection: RedisClient
+  readonly layout: KeyLayout
+  readonly log: Logger
+}
+
+export class DeliveryQueues {
+  /** The shards new jobs go to. */
+  readonly shards: readonly DeliveryShard[]
+  /** `shards` and, when an older version left jobs, its queue (drained). */
+  readonly all: readonly DeliveryShard[]
+
+  private constructor(shards: DeliveryShard[], legacy: DeliveryShard | null) {
+    this.shards = shards
+    this.all = legacy ? [...shards, legacy] : shards
+  }
+
+  /**
+   * Opens one queue per shard. Outside a cluster, also the queue of a version before the tagged
+   * key layout when its keys exist (BullMQ's `meta` is written by every worker, so it is there
+   * while such a version runs, during a rolling upgrade included): it is drained, not added to.
+   */
+  static async open(options: DeliveryQueuesOptions): Promise<DeliveryQueues> {
+    const { queueConnection, appConnection, layout } = options
+    const shard = (keys: ShardKeys, label: string, drainOnly: boolean): DeliveryShard => {
+      const queue = new Queue<DeliveryJobData, DeliveryJobReturn>(QUEUE_NAME, { connection: queueConnection, prefix: keys.queuePrefix })
+      queue.on('error', (err) => options.log.warn({ err: err.message, shard: label }, 'queue error'))
+      return { keys, label, queue, store: new TransactionStore(queueConnection, appConnection, keys.txn), drainOnly }
+    }
+    const shards = layout.shards.map((keys) => shard(keys, String(keys.id), false))
+    let legacy: DeliveryShard | null = null
+    if (!isCluster(appConnection) && (await appConnection.exists(...layout.legacy.queueMarkers)) > 0) {
+      legacy = shard(layout.legacy.shard, 'legacy', true)
+      options.log.warn(
+        { keys: `${layout.prefix}:${QUEUE_NAME}:*` },
+        'jobs queued by an older version of the key layout are being drained; delete those keys once the legacy queue is empty (docs/deployment.md)',
+      )
+    }
+    return new DeliveryQueues(shards, legacy)
+  }
+
+  /** The shard of a transaction: from its message's sha256 (hex), the same for every resend. */
+  shardFor(sha256: string): DeliveryShard {
+    return this.shards[Number.parseInt(sha256.slice(0, 8), 16) % this.shards.length]!
+  }
+
+  /** A job by id, in whichever shard holds it. */
+  async findJob(id: string): Promise<FoundJob | null> {
+    const jobs = await Promise.all(this.all.map((s) => s.queue.getJob(id)))
+    const i = jobs.findIndex((j) => j !== undefined)
+    return i === -1 ? null : { job: jobs[i]!, shard: this.all[i]! }
+  }
+
+  async getJob(id: string): Promise<DeliveryJob | undefined> {
+    return (await this.findJob(id))?.job
+  }
+
+  async getJobs(types: JobType[]): Promise<DeliveryJob[]> {
+    return (await Promise.all(this.all.map((s) => s.queue.getJobs(types)))).flat()
+  }
+
+  getFailed(): Promise<DeliveryJob[]> {
+    return this.getJobs(['failed'])
+  }
+
+  /** Job counts by state, summed over every shard. */
+  async getJobCounts(...types: JobType[]): Promise<Record<string, number>> {
+    const total: Record<string, number> = {}
+    for (const { counts } of await this.countsByShard(...types)) for (const [k, v] of Object.entries(counts)) total[k] = (total[k] ?? 0) + v
+    return total
+  }
+
+  async countsByShard(...types: JobType[]): Promise<{ shard: string; counts: Record<string, number> }[]> {
+    return Promise.all(this.all.map(async (s) => ({ shard: s.label, counts: await s.queue.getJobCounts(...types) })))
+  }
+
+  /**
+   * One BullMQ worker per shard (every process works every shard). With more than one shard the
+   * workers share one limit of `concurrency` jobs in flight, which keeps WORKER_CONCURRENCY the
+   * number of webhook calls per process however the load falls across shards.
+   */
+  createWorkers(
+    connection: RedisClient,
+    concurrency: number,
+    processorFor: (shard: DeliveryShard) => Processor<DeliveryJobData, DeliveryJobReturn>,
+    maxDelayFor: (job: DeliveryJob) => number,
+  ): { shard: DeliveryShard; worker: Worker<DeliveryJobData, DeliveryJobReturn> }[] {
+    const limit = this.all.length > 1 ? new Limit(concurrency) : null
+    return this.all.map((shard) => {
+      const processor = processorFor(shard)
+      const limited: Processor<DeliveryJobData, DeliveryJobReturn> = limit ? (job, token, signal) => limit.run(() => processor(job, token, signal)) : processor
+      return { shard, worker: createWorker(connection, shard.keys.queuePrefix, concurrency, limited, maxDelayFor) }
+    })
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.all.map((s) => s.queue.close()))
+  }
+}
+
+/** At most `max` calls run at once; the others wait in order. */
+class Limit {
+  private running = 0
+  private readonly waiting: (() => void)[] = []
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve))
+    else this.running++
+    try {
+      return await fn()
+    } finally {
+      const next = this.waiting.shift()
+      if (next) next()
+      else this.running--
+    }
+  }
 }
 
 export function createWorker(
-  connection: Redis,
+  connection: RedisClient,
   prefix: string,
   concurrency: number,
   processor: Processor<DeliveryJobData, DeliveryJobReturn>,

@@ -1,7 +1,8 @@
 /**
  * The result channel: how a waiting LMTP session learns each recipient's first-attempt result,
  * whichever replica's worker ran the job. One Redis pub/sub channel per process
- * (`<prefix>:results:<processId>`), one PUBLISH per job (O(1)); when the worker runs in the same
+ * (`<prefix>:results:<processId>`), one PUBLISH per job (O(1); SPUBLISH on a cluster, so only the
+ * primary of the channel's slot carries it, see src/redis/pubsub.ts); when the worker runs in the same
  * process as the waiting session the result is handed over in memory and Redis is not used at all.
  * No per-job `waitUntilFinished`, no per-job listeners on Redis.
  *
@@ -9,9 +10,11 @@
  * which gives the safe reply (451 in defer mode, 250 queued for a job already durably queued).
  */
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Reply } from '../lmtp/reply.js'
+import type { RedisClient } from '../redis/connections.js'
+import type { KeyLayout } from '../redis/keys.js'
+import { publish, type PubSub } from '../redis/pubsub.js'
 
 export type Outcome = 'delivered' | 'rejected' | 'temporary'
 
@@ -31,31 +34,24 @@ export class ResultChannel {
   private readonly waiters = new Map<string, Waiter[]>()
   private closed = false
 
+  private readonly handler = (message: Buffer): void => this.onMessage(message)
+
   private constructor(
-    private readonly publisher: Redis,
-    private readonly subscriber: Redis | null,
-    private readonly prefix: string,
+    private readonly publisher: RedisClient,
+    private readonly subscriber: PubSub | null,
+    private readonly layout: KeyLayout,
     private readonly log: Logger,
   ) {
     this.address = randomBytes(8).toString('hex')
   }
 
   /**
-   * Opens the channel. `subscribe: false` for a worker-only process, which only publishes.
+   * Opens the channel. `subscriber: null` for a worker-only process, which only publishes.
    */
-  static async open(redis: Redis, prefix: string, log: Logger, subscribe = true): Promise<ResultChannel> {
-    const subscriber = subscribe ? redis.duplicate() : null
-    const channel = new ResultChannel(redis, subscriber, prefix, log)
-    if (subscriber) {
-      subscriber.on('messageBuffer', (_ch: Buffer, message: Buffer) => channel.onMessage(message))
-      subscriber.on('error', (err) => log.warn({ err }, 'result channel subscriber error'))
-      await subscriber.subscribe(channel.channelName(channel.address))
-    }
+  static async open(publisher: RedisClient, subscriber: PubSub | null, layout: KeyLayout, log: Logger): Promise<ResultChannel> {
+    const channel = new ResultChannel(publisher, subscriber, layout, log)
+    if (subscriber) await subscriber.subscribe(layout.results(channel.address), channel.handler)
     return channel
-  }
-
-  private channelName(address: string): string {
-    return `${this.prefix}:results:${address}`
   }
 
   private onMessage(message: Buffer): void {
@@ -125,7 +121,7 @@ export class ResultChannel {
       this.resolve(result)
       return
     }
-    await this.publisher.publish(this.channelName(address), JSON.stringify(result))
+    await publish(this.publisher, this.layout.results(address), JSON.stringify(result))
   }
 
   /** Number of recipients waiting (for metrics and shutdown). */
@@ -135,8 +131,6 @@ export class ResultChannel {
 
   async close(): Promise<void> {
     this.closed = true
-    if (this.subscriber) {
-      this.subscriber.disconnect()
-    }
+    if (this.subscriber) await this.subscriber.unsubscribe(this.layout.results(this.address), this.handler)
   }
 }

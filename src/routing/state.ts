@@ -5,26 +5,32 @@
  * open until when? a failure streak under way?), kept fresh by pub/sub like the route table, so
  * neither costs a Redis round trip.
  *
- * Redis keys (all built by `routeStateKeys`, one hash tag per route so every script touches one
- * slot):
- *   <prefix>:route-state:{<id>}        hash  paused, pausedAt, pauseReason, circuit, openedAt,
- *                                            openUntil, closedAt, streak, streakStart, probe,
- *                                            probeUntil, lastStatus, lastError, lastAt
- *   <prefix>:route-state:{<id>}:slots  zset  concurrency slot holders scored by lease expiry
- *   <prefix>:route-state:{<id>}:rate   zset  attempt starts of the rate window, scored by time
- *   <prefix>:route-state:{<id>}:stats  hash  60 one-minute buckets "minute:attempts:delivered"
- *   <prefix>:route-state:{<id>}:held   zset  accept-mode jobs held by a pause or an open circuit
- *   <prefix>:route-state:changed       pub/sub channel: "<id> <paused> <circuit> <openUntil> <failing>"
+ * Redis keys (src/redis/keys.ts `routeStateKeys`; one hash tag per route, so every script touches
+ * one slot):
+ *   <prefix>:route-state:{<id>}          hash  paused, pausedAt, pauseReason, circuit, openedAt,
+ *                                              openUntil, closedAt, streak, streakStart, probe,
+ *                                              probeUntil, lastStatus, lastError, lastAt
+ *   <prefix>:route-state:{<id>}:slots    zset  concurrency slot holders scored by lease expiry
+ *   <prefix>:route-state:{<id>}:rate     zset  attempt starts of the rate window, scored by time
+ *   <prefix>:route-state:{<id>}:stats    hash  60 one-minute buckets "minute:attempts:delivered"
+ *   <prefix>:route-state:{<id>}:held     zset  accept-mode jobs held by a pause or an open circuit
+ *   <prefix>:route-state:{<id>}:changed  channel: "<id> <paused> <circuit> <openUntil> <failing>"
  *
- * Every change of the in-memory fields is made by a Lua script that publishes the route's new
- * condition in the same step, so a replica's copy follows within the pub/sub latency. The copy is
- * reloaded whole when the subscriber reconnects (a message may have been lost) and every 30 s as
- * a safety net. Times in Redis come from Redis's own clock (`TIME`).
+ * Every change of the in-memory fields is made by a Lua script (src/redis/scripts.ts) that
+ * publishes the route's new condition in the same step, on the route's own channel: in the
+ * route's slot, so a cluster takes the SPUBLISH from the script (src/redis/pubsub.ts). Each
+ * process subscribes to the channel of every route in force, on the process's one subscriber
+ * connection, so a replica's copy follows within the pub/sub latency. The copy is reloaded whole
+ * when the subscriber reconnects (a message may have been lost) and every 30 s as a safety net.
+ * Times in Redis come from Redis's own clock (`TIME`).
  */
-import { createHash, randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { reply, type Reply } from '../lmtp/reply.js'
+import type { RedisClient } from '../redis/connections.js'
+import { routeStateKeys, type RouteStateKeys } from '../redis/keys.js'
+import { publishCommand, type PubSub } from '../redis/pubsub.js'
+import { defineScript, runScript } from '../redis/scripts.js'
 import type { Route } from './schema.js'
 
 export type CircuitState = 'closed' | 'open' | 'half-open'
@@ -58,67 +64,50 @@ export interface RouteHealth {
   readonly lastHour: { readonly attempts: number; readonly delivered: number; readonly successRate: number | null }
 }
 
-/** Every key of a route's state, under the service prefix, with the route id as hash tag. */
-export function routeStateKeys(prefix: string, routeId: string) {
-  const base = `${prefix}:route-state:{${routeId}}`
-  return { state: base, slots: `${base}:slots`, rate: `${base}:rate`, stats: `${base}:stats`, held: `${base}:held` }
-}
-
-export function routeStateChannel(prefix: string): string {
-  return `${prefix}:route-state:changed`
-}
-
 export const pausedReply = (rcpt: string): Reply => reply(451, '4.3.2', `<${rcpt}> delivery to this address is paused, try again later`)
 export const circuitOpenReply = (rcpt: string): Reply => reply(451, '4.3.2', `<${rcpt}> webhook failing, deliveries suspended, try again later`)
 export const busyReply = (rcpt: string): Reply => reply(451, '4.7.0', `<${rcpt}> webhook at its delivery limit, try again later`)
 
 /**
- * Lua shared by the scripts: `now()` in ms from Redis's clock, and `announce(key, channel, id)`,
- * which publishes the route's condition and returns the message.
+ * Lua shared by the scripts: `now()` in ms from Redis's clock, and `announce(key, channel, id,
+ * command)`, which publishes the route's condition with `command` (PUBLISH, or SPUBLISH on a
+ * cluster: src/redis/pubsub.ts `publishCommand`) and returns the message.
  */
 export const LUA_HELPERS = `
 local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function announce(key, channel, id)
+local function announce(key, channel, id, command)
   local f = redis.call('HMGET', key, 'paused', 'circuit', 'openUntil', 'streak')
   local failing = (tonumber(f[4]) or 0) > 0 and '1' or '0'
   local message = id .. ' ' .. (f[1] == '1' and '1' or '0') .. ' ' .. (f[2] or 'closed') .. ' ' .. (f[3] or '0') .. ' ' .. failing
-  redis.call('PUBLISH', channel, message)
+  redis.call(command, channel, message)
   return message
 end
 `
 
-/** KEYS[1] state; ARGV[1] channel, ARGV[2] id, ARGV[3] reason. Returns {changed 0|1, pausedAt, message}. */
-const PAUSE = `${LUA_HELPERS}
+/** KEYS[1] state; ARGV[1] channel, ARGV[2] id, ARGV[3] reason, ARGV[4] publish command. Returns {changed 0|1, pausedAt, message}. */
+const PAUSE = defineScript(
+  'route-pause',
+  `${LUA_HELPERS}
 local at = redis.call('HGET', KEYS[1], 'pausedAt')
 if redis.call('HGET', KEYS[1], 'paused') == '1' then return {0, at or '0', ''} end
 local t = now()
 redis.call('HSET', KEYS[1], 'paused', '1', 'pausedAt', t, 'pauseReason', ARGV[3])
-return {1, tostring(t), announce(KEYS[1], ARGV[1], ARGV[2])}
-`
+return {1, tostring(t), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[4])}
+`,
+)
 
-/** KEYS[1] state; ARGV[1] channel, ARGV[2] id. Returns {changed 0|1, at, message}. */
-const RESUME = `${LUA_HELPERS}
+/** KEYS[1] state; ARGV[1] channel, ARGV[2] id, ARGV[3] publish command. Returns {changed 0|1, at, message}. */
+const RESUME = defineScript(
+  'route-resume',
+  `${LUA_HELPERS}
 if redis.call('HGET', KEYS[1], 'paused') ~= '1' then return {0, '0', ''} end
 redis.call('HDEL', KEYS[1], 'paused', 'pausedAt', 'pauseReason')
-return {1, tostring(now()), announce(KEYS[1], ARGV[1], ARGV[2])}
-`
-
-const SHA = new Map<string, string>()
-
-/** Runs a Lua script by its SHA1, loading it on NOSCRIPT: one round trip once Redis knows it. */
-export async function runLua(redis: Redis, script: string, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-  let sha = SHA.get(script)
-  if (sha === undefined) SHA.set(script, (sha = createHash('sha1').update(script).digest('hex')))
-  try {
-    return await redis.evalsha(sha, keys.length, ...keys, ...args)
-  } catch (err) {
-    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
-    return await redis.eval(script, keys.length, ...keys, ...args)
-  }
-}
+return {1, tostring(now()), announce(KEYS[1], ARGV[1], ARGV[2], ARGV[3])}
+`,
+)
 
 /** Parses a published condition: `"<id> <paused> <circuit> <openUntil> <failing>"`. */
 export function parseAnnouncement(message: string): { id: string; condition: RouteCondition } | null {
@@ -146,7 +135,10 @@ export interface HeldJobs {
 }
 
 export interface RouteStateOptions {
-  readonly redis: Redis
+  /** Commands and scripts; the state never closes it. */
+  readonly redis: RedisClient
+  /** The process's subscriptions (src/redis/pubsub.ts); the state never closes it. */
+  readonly pubsub: PubSub
   readonly prefix: string
   readonly log: Logger
   /** The ids of the routes in force now (the route table). */
@@ -158,40 +150,36 @@ export interface RouteStateOptions {
 export type ConditionListener = (id: string, condition: RouteCondition, previous: RouteCondition) => void
 
 export class RouteState {
-  private readonly redis: Redis
-  private readonly subscriber: Redis
+  private readonly redis: RedisClient
+  private readonly pubsub: PubSub
   private readonly prefix: string
-  private readonly channel: string
   private readonly log: Logger
   private readonly routeIds: () => readonly string[]
   private readonly conditions = new Map<string, RouteCondition>()
   private readonly listeners = new Set<ConditionListener>()
+  /** Routes whose change channel this process is subscribed to. */
+  private readonly followed = new Set<string>()
+  /** PUBLISH, or SPUBLISH on a cluster: what the scripts announce a change with. */
+  readonly publishCommand: 'PUBLISH' | 'SPUBLISH'
   private timer: NodeJS.Timeout | undefined
+  private stopReconnect: (() => void) | undefined
   private closed = false
-  private readonly onMessage = (channel: string, message: string): void => {
-    if (channel !== this.channel) return
-    const parsed = parseAnnouncement(message)
-    if (parsed) this.apply(parsed.id, parsed.condition)
-  }
-  private readonly onReady = (): void => this.reloadInBackground('reconnect')
+  private readonly onMessage = (message: Buffer): void => this.applyAnnouncement(message.toString())
 
   private constructor(options: RouteStateOptions) {
     this.redis = options.redis
-    this.subscriber = options.redis.duplicate()
+    this.pubsub = options.pubsub
     this.prefix = options.prefix
-    this.channel = routeStateChannel(options.prefix)
     this.log = options.log
     this.routeIds = options.routeIds
-    this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route state subscriber error'))
+    this.publishCommand = publishCommand(options.redis)
   }
 
   /** Subscribes, loads the state of every route in force, and starts following changes. */
   static async open(options: RouteStateOptions): Promise<RouteState> {
     const state = new RouteState(options)
     try {
-      state.subscriber.on('message', state.onMessage)
-      await state.subscriber.subscribe(state.channel)
-      state.subscriber.on('ready', state.onReady)
+      state.stopReconnect = state.pubsub.onReconnect(() => state.reloadInBackground('reconnect'))
       await state.reload()
     } catch (err) {
       await state.close()
@@ -202,12 +190,8 @@ export class RouteState {
     return state
   }
 
-  keys(routeId: string) {
+  keys(routeId: string): RouteStateKeys {
     return routeStateKeys(this.prefix, routeId)
-  }
-
-  get channelName(): string {
-    return this.channel
   }
 
   /** The in-memory condition of a route (healthy when nothing is known). No Redis round trip. */
@@ -246,14 +230,21 @@ export class RouteState {
 
   /** Pauses a route. `changed` is false when it was paused already. */
   async pause(routeId: string, reason: string): Promise<{ changed: boolean; at: number }> {
-    const [changed, at, message] = (await runLua(this.redis, PAUSE, [this.keys(routeId).state], [this.channel, routeId, reason])) as [number, string, string]
+    const keys = this.keys(routeId)
+    const [changed, at, message] = await runScript<[number, string, string]>(
+      this.redis,
+      PAUSE,
+      [keys.state],
+      [keys.changed, routeId, reason, this.publishCommand],
+    )
     if (message) this.applyAnnouncement(message)
     return { changed: changed === 1, at: Number(at) }
   }
 
   /** Resumes a route and releases the jobs it held. `changed` is false when it was not paused. */
   async resume(routeId: string, queue: HeldJobs | null): Promise<{ changed: boolean; at: number }> {
-    const [changed, at, message] = (await runLua(this.redis, RESUME, [this.keys(routeId).state], [this.channel, routeId])) as [number, string, string]
+    const keys = this.keys(routeId)
+    const [changed, at, message] = await runScript<[number, string, string]>(this.redis, RESUME, [keys.state], [keys.changed, routeId, this.publishCommand])
     if (message) this.applyAnnouncement(message)
     if (changed === 1 && queue) this.releaseHeld(routeId, queue)
     return { changed: changed === 1, at: Number(at) }
@@ -290,25 +281,23 @@ export class RouteState {
     run().catch((err: unknown) => this.log.warn({ err, route: routeId }, 'could not release every held job; the rest come back when their hold ends'))
   }
 
-  /** Health of routes for the admin API: one pipeline for all of them. */
+  /**
+   * Health of routes for the admin API. Each route's keys are in its own slot, so the reads go out
+   * as single commands at once (one write per event-loop turn, src/redis/coalesce.ts), which a
+   * cluster routes to each route's primary.
+   */
   async health(routeIds: readonly string[], now = Date.now()): Promise<Map<string, RouteHealth>> {
     const out = new Map<string, RouteHealth>()
     if (routeIds.length === 0) return out
-    const pipeline = this.redis.pipeline()
-    for (const id of routeIds) {
-      const k = this.keys(id)
-      pipeline.hgetall(k.state)
-      pipeline.hgetall(k.stats)
-      pipeline.zcount(k.slots, now, '+inf')
-    }
-    const results = (await pipeline.exec()) ?? []
+    const results = await Promise.all(
+      routeIds.map((id) => {
+        const k = this.keys(id)
+        return Promise.all([this.redis.hgetall(k.state), this.redis.hgetall(k.stats), this.redis.zcount(k.slots, now, '+inf')])
+      }),
+    )
     const minute = Math.floor(now / 60_000)
     routeIds.forEach((id, i) => {
-      const [stateErr, h] = results[i * 3] as [Error | null, Record<string, string>]
-      const [statsErr, stats] = results[i * 3 + 1] as [Error | null, Record<string, string>]
-      const [slotsErr, inFlight] = results[i * 3 + 2] as [Error | null, number]
-      const err = stateErr ?? statsErr ?? slotsErr
-      if (err) throw err
+      const [h, stats, inFlight] = results[i]!
       let attempts = 0
       let delivered = 0
       for (const bucket of Object.values(stats)) {
@@ -345,20 +334,17 @@ export class RouteState {
     await this.load(ids)
     const known = new Set(ids)
     for (const id of this.conditions.keys()) if (!known.has(id)) this.conditions.delete(id)
+    await this.unfollow(known)
   }
 
-  /** Loads the condition of the given routes from Redis. */
+  /** Loads the condition of the given routes from Redis (and follows their changes). */
   async load(ids: readonly string[]): Promise<void> {
     for (let start = 0; start < ids.length; start += 500) {
       const batch = ids.slice(start, start + 500)
-      const pipeline = this.redis.pipeline()
-      for (const id of batch) pipeline.hmget(this.keys(id).state, 'paused', 'circuit', 'openUntil', 'streak')
-      const results = (await pipeline.exec()) ?? []
-      batch.forEach((id, i) => {
-        const [err, fields] = results[i] as [Error | null, (string | null)[]]
-        if (err) throw err
-        this.apply(id, conditionOf(fields))
-      })
+      // Subscribed before the read, so a change made meanwhile is not missed.
+      await this.follow(batch)
+      const results = await Promise.all(batch.map((id) => this.redis.hmget(this.keys(id).state, 'paused', 'circuit', 'openUntil', 'streak')))
+      batch.forEach((id, i) => this.apply(id, conditionOf(results[i]!)))
     }
   }
 
@@ -366,10 +352,30 @@ export class RouteState {
     if (this.closed) return
     this.closed = true
     if (this.timer) clearInterval(this.timer)
+    this.stopReconnect?.()
     this.listeners.clear()
-    this.subscriber.off('message', this.onMessage)
-    this.subscriber.off('ready', this.onReady)
-    this.subscriber.disconnect()
+    const ids = [...this.followed]
+    this.followed.clear()
+    await Promise.all(ids.map((id) => this.pubsub.unsubscribe(this.keys(id).changed, this.onMessage)))
+  }
+
+  /** Subscribes to the change channel of each of `ids` not followed yet. */
+  private async follow(ids: readonly string[]): Promise<void> {
+    const fresh = ids.filter((id) => !this.followed.has(id))
+    for (const id of fresh) this.followed.add(id)
+    try {
+      await Promise.all(fresh.map((id) => this.pubsub.subscribe(this.keys(id).changed, this.onMessage)))
+    } catch (err) {
+      for (const id of fresh) this.followed.delete(id)
+      throw err
+    }
+  }
+
+  /** Unsubscribes from the channels of routes no longer in force. */
+  private async unfollow(keep: ReadonlySet<string>): Promise<void> {
+    const gone = [...this.followed].filter((id) => !keep.has(id))
+    for (const id of gone) this.followed.delete(id)
+    await Promise.all(gone.map((id) => this.pubsub.unsubscribe(this.keys(id).changed, this.onMessage)))
   }
 
   private apply(id: string, condition: RouteCondition): void {

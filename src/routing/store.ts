@@ -2,22 +2,24 @@
  * The route store: file routes (read-only) plus routes created through the admin API (kept in
  * Redis), compiled into one in-memory RouteTable. Lookups never touch Redis.
  *
- * Redis keys (all under the service prefix):
- *   <prefix>:routes            hash  id → route definition JSON (secrets included: needed to sign);
- *                                    durations with their unit ("30000ms"). Definitions written
- *                                    before bare numbers meant seconds have numbers of
- *                                    milliseconds there, and are read as such (`storedDefinition`).
- *   <prefix>:routes:patterns   hash  normalised pattern → id (pattern uniqueness)
- *   <prefix>:routes:version    counter, bumped by every change
- *   <prefix>:routes:changed    pub/sub channel; the message is the new version
+ * Redis keys (src/redis/keys.ts; one hash tag, so one cluster slot):
+ *   <prefix>:{routes}:defs       hash  id → route definition JSON (secrets included: needed to sign);
+ *                                      durations with their unit ("30000ms"). Definitions written
+ *                                      before bare numbers meant seconds have numbers of
+ *                                      milliseconds there, and are read as such (`storedDefinition`).
+ *   <prefix>:{routes}:patterns   hash  normalised pattern → id (pattern uniqueness)
+ *   <prefix>:{routes}:version    counter, bumped by every change
+ *   <prefix>:{routes}:changed    pub/sub channel (sharded on a cluster); the message is the new version
  *
  * Every change is one Lua script (check and write in one step, so two replicas cannot both take
  * an id or a pattern). Replicas learn of a change through the channel, and as a safety net by a
  * periodic version check and a reload whenever the subscriber connection becomes ready again.
  */
-import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import { AppError, isAppError } from '../errors.js'
+import type { RedisClient } from '../redis/connections.js'
+import { routeKeys, type RouteKeys } from '../redis/keys.js'
+import { PubSub, publishCommand } from '../redis/pubsub.js'
+import { defineScript, runScript } from '../redis/scripts.js'
 import type { Logger } from '../logger.js'
 import { parseRoute, routeToDefinition, type Route } from './schema.js'
 import type { DestinationGuard } from '../delivery/guard.js'
@@ -25,9 +27,9 @@ import { RouteTable } from './table.js'
 
 export interface RouteStoreOptions {
   /** Client for commands; the store never closes it. */
-  readonly redis: Redis
-  /** Connection for SUBSCRIBE; by default `redis.duplicate()`, which the store closes. */
-  readonly subscriber?: Redis
+  readonly redis: RedisClient
+  /** Subscriptions; by default one over a duplicate of `redis`, which the store closes. */
+  readonly pubsub?: PubSub
   /** Key prefix (REDIS_PREFIX). */
   readonly prefix: string
   /** Routes of the routes file; they must not conflict with each other. */
@@ -46,25 +48,30 @@ export type RouteChangeListener = (table: RouteTable) => void
 
 /**
  * KEYS[1] routes hash, KEYS[2] patterns hash, KEYS[3] version counter
- * ARGV[1] id, ARGV[2] normalised pattern, ARGV[3] route JSON, ARGV[4] channel
+ * ARGV[1] id, ARGV[2] normalised pattern, ARGV[3] route JSON, ARGV[4] channel, ARGV[5] PUBLISH or SPUBLISH
  * Returns {'ok', version} | {'id', id} (id taken) | {'match', owner id} (pattern taken)
  */
-const CREATE = `
+const CREATE = defineScript(
+  'route-create',
+  `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'id', ARGV[1]} end
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
 if owner then return {'match', owner} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[4], version)
+redis.call(ARGV[5], ARGV[4], version)
 return {'ok', tostring(version)}
-`
+`,
+)
 
 /**
  * KEYS and ARGV as CREATE.
  * Returns {'ok', version} | {'missing', id} | {'match', owner id} (pattern taken by another route)
  */
-const REPLACE = `
+const REPLACE = defineScript(
+  'route-replace',
+  `
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'missing', ARGV[1]} end
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
@@ -74,41 +81,28 @@ if old ~= ARGV[2] and redis.call('HGET', KEYS[2], old) == ARGV[1] then redis.cal
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[4], version)
+redis.call(ARGV[5], ARGV[4], version)
 return {'ok', tostring(version)}
-`
+`,
+)
 
 /**
- * KEYS as CREATE; ARGV[1] id, ARGV[2] channel
+ * KEYS as CREATE; ARGV[1] id, ARGV[2] channel, ARGV[3] PUBLISH or SPUBLISH
  * Returns {'ok', version} | {'missing', id}
  */
-const DELETE = `
+const DELETE = defineScript(
+  'route-delete',
+  `
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'missing', ARGV[1]} end
 local old = cjson.decode(current)['match']
 if redis.call('HGET', KEYS[2], old) == ARGV[1] then redis.call('HDEL', KEYS[2], old) end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[2], version)
+redis.call(ARGV[3], ARGV[2], version)
 return {'ok', tostring(version)}
-`
-
-const SHA = new Map<string, string>()
-
-/** EVALSHA, falling back to EVAL once when the server does not know the script yet. */
-async function runScript(redis: Redis, script: string, keys: readonly string[], args: readonly string[]): Promise<[string, string]> {
-  let sha = SHA.get(script)
-  if (sha === undefined) {
-    sha = createHash('sha1').update(script).digest('hex')
-    SHA.set(script, sha)
-  }
-  try {
-    return (await redis.evalsha(sha, keys.length, ...keys, ...args)) as [string, string]
-  } catch (err) {
-    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
-    return (await redis.eval(script, keys.length, ...keys, ...args)) as [string, string]
-  }
-}
+`,
+)
 
 function duplicateError(route: Route, field: 'id' | 'match', owner: string, inFile: boolean): AppError {
   const where = inFile ? ' of the routes file' : ''
@@ -141,38 +135,35 @@ export function storedDefinition(value: unknown): unknown {
 }
 
 export class RouteStore {
-  private readonly redis: Redis
-  private readonly subscriber: Redis
-  private readonly ownSubscriber: boolean
+  private readonly redis: RedisClient
+  private readonly pubsub: PubSub
+  private readonly ownPubsub: boolean
   private readonly log: Logger
   private readonly guard: DestinationGuard | undefined
   private readonly fileRoutes: readonly Route[]
   private readonly fileTable: RouteTable
-  private readonly keys: { routes: string; patterns: string; version: string; channel: string }
+  private readonly keys: RouteKeys
   private readonly listeners = new Set<RouteChangeListener>()
   private current: RouteTable
   private timer: NodeJS.Timeout | undefined
   private pending: Promise<boolean> | undefined
   private again = false
   private closed = false
-  private readonly onMessage = (channel: string): void => {
-    if (channel === this.keys.channel) this.reloadInBackground('change notice')
-  }
-  private readonly onReady = (): void => this.reloadInBackground('reconnect')
+  private stopReconnect: (() => void) | undefined
+  private readonly onMessage = (): void => this.reloadInBackground('change notice')
 
   private constructor(options: RouteStoreOptions) {
     // Validate before opening a connection, so a bad routes file leaves nothing open.
     this.fileRoutes = options.fileRoutes ?? []
     this.fileTable = RouteTable.build(this.fileRoutes)
     this.redis = options.redis
-    this.ownSubscriber = options.subscriber === undefined
-    this.subscriber = options.subscriber ?? options.redis.duplicate()
+    this.ownPubsub = options.pubsub === undefined
+    this.pubsub = options.pubsub ?? PubSub.over(options.redis)
     this.log = options.logger.child({ component: 'routes' })
     this.guard = options.guard
-    if (this.ownSubscriber) this.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route subscriber error'))
+    if (this.ownPubsub) this.pubsub.subscriber.on('error', (err: Error) => this.log.warn({ err: err.message }, 'route subscriber error'))
     this.current = this.fileTable
-    const p = options.prefix
-    this.keys = { routes: `${p}:routes`, patterns: `${p}:routes:patterns`, version: `${p}:routes:version`, channel: `${p}:routes:changed` }
+    this.keys = routeKeys(options.prefix)
   }
 
   /**
@@ -183,9 +174,8 @@ export class RouteStore {
     const store = new RouteStore(options)
     try {
       // Subscribe first, so a change made while loading is not missed.
-      store.subscriber.on('message', store.onMessage)
-      await store.subscriber.subscribe(store.keys.channel)
-      store.subscriber.on('ready', store.onReady)
+      await store.pubsub.subscribe(store.keys.changed, store.onMessage)
+      store.stopReconnect = store.pubsub.onReconnect(() => store.reloadInBackground('reconnect'))
       await store.reload()
     } catch (err) {
       await store.close()
@@ -224,11 +214,12 @@ export class RouteStore {
   async create(definition: unknown): Promise<Route> {
     const route = parseRoute(definition, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, undefined)
-    const [status, detail] = await runScript(this.redis, CREATE, this.keyList(), [
+    const [status, detail] = await runScript<[string, string]>(this.redis, CREATE, this.keyList(), [
       route.id,
       route.match,
       JSON.stringify(routeToDefinition(route)),
-      this.keys.channel,
+      this.keys.changed,
+      publishCommand(this.redis),
     ])
     if (status === 'id') throw duplicateError(route, 'id', detail, false)
     if (status === 'match') throw duplicateError(route, 'match', detail, false)
@@ -255,11 +246,12 @@ export class RouteStore {
     }
     const route = parseRoute(input, 'route', 'api', { guard: this.guard })
     this.checkFileConflicts(route, id)
-    const [status, detail] = await runScript(this.redis, REPLACE, this.keyList(), [
+    const [status, detail] = await runScript<[string, string]>(this.redis, REPLACE, this.keyList(), [
       route.id,
       route.match,
       JSON.stringify(routeToDefinition(route)),
-      this.keys.channel,
+      this.keys.changed,
+      publishCommand(this.redis),
     ])
     if (status === 'missing') throw new AppError('ROUTE_ERR_NOT_FOUND', `route "${id}" not found`, { id })
     if (status === 'match') throw duplicateError(route, 'match', detail, false)
@@ -270,7 +262,7 @@ export class RouteStore {
   /** Deletes an API route. ROUTE_ERR_READ_ONLY for a file route, ROUTE_ERR_NOT_FOUND. */
   async delete(id: string): Promise<void> {
     this.checkWritable(id)
-    const [status, detail] = await runScript(this.redis, DELETE, this.keyList(), [id, this.keys.channel])
+    const [status, detail] = await runScript<[string, string]>(this.redis, DELETE, this.keyList(), [id, this.keys.changed, publishCommand(this.redis)])
     if (status === 'missing') throw new AppError('ROUTE_ERR_NOT_FOUND', `route "${id}" not found`, { id })
     await this.reloadUntil(Number(detail))
   }
@@ -310,18 +302,14 @@ export class RouteStore {
     this.closed = true
     if (this.timer) clearInterval(this.timer)
     this.listeners.clear()
-    this.subscriber.off('message', this.onMessage)
-    this.subscriber.off('ready', this.onReady)
+    this.stopReconnect?.()
     await this.pending?.catch(() => undefined)
-    if (this.ownSubscriber) {
-      this.subscriber.disconnect()
-    } else if (this.subscriber.status === 'ready') {
-      await this.subscriber.unsubscribe(this.keys.channel).catch(() => undefined)
-    }
+    if (this.ownPubsub) await this.pubsub.close()
+    else await this.pubsub.unsubscribe(this.keys.changed, this.onMessage)
   }
 
   private keyList(): string[] {
-    return [this.keys.routes, this.keys.patterns, this.keys.version]
+    return [this.keys.defs, this.keys.patterns, this.keys.version]
   }
 
   private checkWritable(id: string): void {
@@ -355,7 +343,7 @@ export class RouteStore {
   private async loadOnce(): Promise<boolean> {
     const seen = Number((await this.redis.get(this.keys.version)) ?? 0)
     if (seen === this.current.version && this.current !== this.fileTable) return false
-    const results = await this.redis.multi().get(this.keys.version).hgetall(this.keys.routes).exec()
+    const results = await this.redis.multi().get(this.keys.version).hgetall(this.keys.defs).exec()
     if (!results) throw new Error('routes transaction was aborted')
     const [[versionErr, versionRaw], [routesErr, stored]] = results as [[Error | null, string | null], [Error | null, Record<string, string>]]
     if (versionErr) throw versionErr

@@ -72,7 +72,7 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
     res.statusCode = healthy ? 200 : 503
     res.end(healthy ? 'thanks' : 'down for maintenance')
   })
-  const { api, base, lmtpPort, app, prefix } = await startAdmin(t, { REDIS_URL: redis.url })
+  const { api, base, lmtpPort, app } = await startAdmin(t, { REDIS_URL: redis.url })
   t.equal(app.durability.durable, true, 'AOF with appendfsync always is durable')
   const created = await api({
     method: 'POST',
@@ -124,7 +124,7 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
   )
   const client = new Redis(redis.url)
   t.teardown(() => client.quit())
-  t.equal(await client.del(`${prefix}:txn:${second.txn}`), 1)
+  t.equal(await client.del(app.keys.shards[0]!.txn(second.txn)), 1)
   const gone = await api({ method: 'POST', url: `/v1/deliveries/${second.id}/retry` })
   t.equal(gone.statusCode, 410)
   t.equal(gone.json().error.code, 'ADMIN_ERR_MESSAGE_GONE')
@@ -132,7 +132,7 @@ t.test('accept mode: a delivery that fails until dead is replayed from the API o
 
   const deleted = await api({ method: 'DELETE', url: `/v1/deliveries/${second.id}` })
   t.equal(deleted.statusCode, 204)
-  t.equal(await app.queue.getJob(second.id), undefined, 'the dead letter left the queue')
+  t.equal(await app.queues.getJob(second.id), undefined, 'the dead letter left the queue')
   t.equal((await api({ method: 'GET', url: `/v1/deliveries/${second.id}` })).statusCode, 404)
 })
 
@@ -147,14 +147,14 @@ t.test('a delivery waiting for its next retry is not dead: 409, and deleting it 
   })
   await converse(lmtpPort!, transaction(['later@example.com']))
   const waiting = await until('the first attempt', async () => (await api({ method: 'GET', url: '/v1/deliveries?state=retrying' })).json().deliveries[0])
-  await until('the job to wait for its retry', async () => (await app.queue.getJob(waiting.id))?.getState().then((s) => s === 'delayed'))
+  await until('the job to wait for its retry', async () => (await app.queues.getJob(waiting.id))?.getState().then((s: string) => s === 'delayed'))
   const res = await api({ method: 'POST', url: `/v1/deliveries/${waiting.id}/retry` })
   t.equal(res.statusCode, 409)
   t.equal(res.json().error.code, 'ADMIN_ERR_NOT_DEAD')
   t.equal(res.json().error.details.state, 'delayed')
   const deleted = await api({ method: 'DELETE', url: `/v1/deliveries/${waiting.id}` })
   t.equal(deleted.statusCode, 204)
-  t.equal(await app.queue.getJob(waiting.id), undefined, 'the pending retry is cancelled')
+  t.equal(await app.queues.getJob(waiting.id), undefined, 'the pending retry is cancelled')
 })
 
 t.test('with the log turned off (DELIVERY_LOG_MAX=0) a queued delivery is still shown from its job', async (t) => {
@@ -167,7 +167,7 @@ t.test('with the log turned off (DELIVERY_LOG_MAX=0) a queued delivery is still 
     payload: { id: 'nolog', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } },
   })
   await converse(lmtpPort!, transaction(['quiet@example.com']))
-  const job = await until('the job to wait for its retry', async () => (await app.queue.getJobs(['delayed']))[0])
+  const job = await until('the job to wait for its retry', async () => (await app.queues.getJobs(['delayed']))[0])
   t.same((await api({ method: 'GET', url: '/v1/deliveries' })).json(), { deliveries: [], nextCursor: null }, 'nothing logged')
   const shown = await api({ method: 'GET', url: `/v1/deliveries/${job.id}` })
   t.equal(shown.statusCode, 200)

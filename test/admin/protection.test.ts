@@ -74,13 +74,13 @@ t.test('a circuit opened by failures shows in the route view until a delivery cl
 })
 
 /** An accept-mode route whose webhook fails at once: every recipient becomes a dead letter. */
-async function deadLetters(t: Test) {
+async function deadLetters(t: Test, env: Record<string, string> = {}) {
   let healthy = false
   const hook = await webhook(t, (_req, _body, res) => {
     res.statusCode = healthy ? 200 : 503
     res.end()
   })
-  const admin = await startAdmin(t, { ALLOW_ACCEPT_WITHOUT_AOF: 'true', REPLY_TIMEOUT: '500ms', LMTP_DOMAINS: 'a.example.com,b.example.com' })
+  const admin = await startAdmin(t, { ALLOW_ACCEPT_WITHOUT_AOF: 'true', REPLY_TIMEOUT: '500ms', LMTP_DOMAINS: 'a.example.com,b.example.com', ...env })
   for (const id of ['a', 'b']) {
     const res = await admin.api({
       method: 'POST',
@@ -98,7 +98,7 @@ t.test('bulk retry replays the matching dead letters, in bounded calls that foll
   const between = Date.now()
   await new Promise((r) => setTimeout(r, 20))
   await converse(lmtpPort!, message([...Array.from({ length: 3 }, (_, i) => `late${i}@a.example.com`), 'x@b.example.com', 'y@b.example.com']))
-  await until('nine dead letters', async () => (await app.queue.getFailed()).length === 9)
+  await until('nine dead letters', async () => (await app.queues.getFailed()).length === 9)
   heal()
 
   const calls: any[] = []
@@ -119,7 +119,7 @@ t.test('bulk retry replays the matching dead letters, in bounded calls that foll
     'three calls of at most 3, then the cursor is null',
   )
   await until('the seven replays', () => hook.requests.length === 16)
-  const failed = await app.queue.getFailed()
+  const failed = await app.queues.getFailed()
   t.same(failed.map((j) => j.data.route).sort(), ['b', 'b'], "route b's dead letters are untouched")
   const again = await api({ method: 'POST', url: '/v1/deliveries/retry', payload: { route: 'a' } })
   t.same(again.json(), { matched: 0, retried: 0, skipped: [], nextCursor: null }, 'repeating the call is safe: nothing is dead any more')
@@ -129,7 +129,7 @@ t.test('bulk retry replays the matching dead letters, in bounded calls that foll
   t.same(bRetry.json().matched, 0, "b's dead letters were received after `until`")
   const one = await api({ method: 'POST', url: '/v1/deliveries/retry', payload: { recipient: 'X@b.example.com', since: new Date(between).toISOString() } })
   t.match(one.json(), { matched: 1, retried: 1 })
-  await until('its replay', async () => (await app.queue.getFailed()).length === 1)
+  await until('its replay', async () => (await app.queues.getFailed()).length === 1)
   const delivered = await until('the log to show it delivered', async () => {
     const d = (await api({ method: 'GET', url: '/v1/deliveries?recipient=x@b.example.com' })).json().deliveries[0]
     return d?.state === 'delivered' ? d : null
@@ -138,21 +138,22 @@ t.test('bulk retry replays the matching dead letters, in bounded calls that foll
 })
 
 t.test('bulk retry skips what cannot be replayed and says why; bulk delete removes the rest', async (t) => {
-  const { api, app, lmtpPort, prefix } = await deadLetters(t)
+  const { api, app, lmtpPort } = await deadLetters(t)
   await converse(lmtpPort!, message(['gone@a.example.com']))
   await converse(lmtpPort!, message(['m1@b.example.com', 'm2@b.example.com']))
-  await until('three dead letters', async () => (await app.queue.getFailed()).length === 3)
-  const gone = (await app.queue.getFailed()).find((j) => j.data.route === 'a')!
+  await until('three dead letters', async () => (await app.queues.getFailed()).length === 3)
+  const gone = (await app.queues.getFailed()).find((j) => j.data.route === 'a')!
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.quit())
-  t.equal(await redis.del(`${prefix}:txn:${gone.data.txn}`), 1)
+  const { shard } = (await app.queues.findJob(gone.id!))!
+  t.equal(await redis.del(shard.keys.txn(gone.data.txn)), 1)
   const res = (await api({ method: 'POST', url: '/v1/deliveries/retry', payload: { route: 'a' } })).json()
   t.match(res, { matched: 1, retried: 0, skipped: [{ id: gone.id, code: 'ADMIN_ERR_MESSAGE_GONE' }] })
 
   const deleted = await api({ method: 'POST', url: '/v1/deliveries/delete', payload: { route: 'b' } })
   t.same(deleted.json(), { matched: 2, deleted: 2, skipped: [], nextCursor: null })
   t.same(
-    (await app.queue.getFailed()).map((j) => j.id),
+    (await app.queues.getFailed()).map((j) => j.id),
     [gone.id],
   )
   t.same((await api({ method: 'GET', url: '/v1/deliveries?route=b' })).json().deliveries, [], 'their log records are gone too')
@@ -170,7 +171,59 @@ t.test('bulk retry skips what cannot be replayed and says why; bulk delete remov
     t.equal(r.json().error.code, 'ADMIN_ERR_VALIDATION')
     t.match(r.json().error.message, field)
   }
-  t.equal((await app.queue.getFailed()).length, 1, 'a refused call removed nothing')
+  t.equal((await app.queues.getFailed()).length, 1, 'a refused call removed nothing')
+})
+
+t.test('bulk retry and delete walk the dead letters of every queue shard with one cursor', async (t) => {
+  const { api, app, lmtpPort, hook, heal } = await deadLetters(t, { QUEUE_SHARDS: '3' })
+  // One message each: each transaction goes to the shard of its own sha256.
+  for (let i = 0; i < 8; i++) await converse(lmtpPort!, message([`s${i}@a.example.com`]))
+  for (let i = 0; i < 6; i++) await converse(lmtpPort!, message([`d${i}@b.example.com`]))
+  await until('fourteen dead letters', async () => (await app.queues.getFailed()).length === 14)
+  const shardsOf = async (route: string): Promise<Set<string>> => {
+    const found = await Promise.all((await app.queues.getFailed()).filter((j) => j.data.route === route).map((j) => app.queues.findJob(j.id!)))
+    return new Set(found.map((f) => f!.shard.label))
+  }
+  t.ok((await shardsOf('a')).size >= 2, "route a's dead letters are in more than one shard")
+  t.ok((await shardsOf('b')).size >= 2, "so are route b's")
+  heal()
+
+  const follow = async (path: string, route: string): Promise<number[][]> => {
+    const calls: number[][] = []
+    let cursor: string | undefined
+    do {
+      const res = await api({ method: 'POST', url: path, payload: { route, limit: 3, ...(cursor ? { cursor } : {}) } })
+      t.equal(res.statusCode, 200, res.body)
+      const body = res.json()
+      calls.push([body.matched, body.retried ?? body.deleted])
+      cursor = body.nextCursor ?? undefined
+    } while (cursor !== undefined && calls.length < 10)
+    return calls
+  }
+  t.same(
+    await follow('/v1/deliveries/retry', 'a'),
+    [
+      [3, 3],
+      [3, 3],
+      [2, 2],
+    ],
+    'every dead letter of every shard, at most 3 a call, then the cursor is null',
+  )
+  await until('the eight replays', () => hook.requests.length === 22)
+  t.same(
+    await follow('/v1/deliveries/delete', 'b'),
+    [
+      [3, 3],
+      [3, 3],
+    ],
+    'bulk delete reaches every shard too',
+  )
+  t.same((await app.queues.getFailed()).length, 0, 'nothing is left dead in any shard')
+  await until('the replays to be logged delivered', async () => {
+    const list = (await api({ method: 'GET', url: '/v1/deliveries?route=a&state=delivered' })).json().deliveries
+    return list.length === 8
+  })
+  t.equal(hook.requests.length, 22, 'each replayed once: 14 first attempts and 8 replays')
 })
 
 t.test('bulk retry of waiting deliveries attempts them now', async (t) => {
@@ -186,7 +239,7 @@ t.test('bulk retry of waiting deliveries attempts them now', async (t) => {
     payload: { id: 'slow', match: '*@example.com', url: hook.url, mode: 'accept', retry: { attempts: 5, backoff: '1h', maxDelay: '2h' } },
   })
   await converse(lmtpPort!, message(['w1@example.com', 'w2@example.com']))
-  await until('both to wait for their retry', async () => (await app.queue.getJobCounts('delayed')).delayed === 2)
+  await until('both to wait for their retry', async () => (await app.queues.getJobCounts('delayed')).delayed === 2)
   healthy = true
   const res = await api({ method: 'POST', url: '/v1/deliveries/retry', payload: { state: 'retrying' } })
   t.match(res.json(), { matched: 2, retried: 2, nextCursor: null })

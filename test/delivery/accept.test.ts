@@ -71,13 +71,13 @@ t.test('accept mode: a webhook that keeps failing leaves a dead letter that is n
   const out = await converse(lmtpPort!, message('a@example.com'))
   t.match(lastReply(out), /^250 2\.0\.0 .*queued/)
   const failed = await until('the dead letter', async () => {
-    const jobs = await app.queue.getFailed()
+    const jobs = await app.queues.getFailed()
     return jobs.length > 0 ? jobs : undefined
   })
   t.equal(hook.requests.length, 2, 'every attempt reached the webhook')
   t.equal(failed[0]!.attemptsMade, 2)
   await sleep(300)
-  t.equal((await app.queue.getFailed()).length, 1, 'the dead letter stays')
+  t.equal((await app.queues.getFailed()).length, 1, 'the dead letter stays')
 })
 
 t.test('accept mode: a permanent refusal reaches the MTA and is also kept as a dead letter', async (t) => {
@@ -90,7 +90,7 @@ t.test('accept mode: a permanent refusal reaches the MTA and is also kept as a d
   // The worker cannot know whether the session passed the refusal on or had already answered
   // "queued"; keeping the job is what keeps the second case from losing the mail.
   const failed = await until('the dead letter', async () => {
-    const jobs = await app.queue.getFailed()
+    const jobs = await app.queues.getFailed()
     return jobs.length > 0 ? jobs : undefined
   })
   t.equal(failed.length, 1)

@@ -95,7 +95,7 @@ t.test('accept mode: an open circuit holds new jobs without attempting them; rec
   })
   const attempts = Object.fromEntries(page.deliveries.map((d) => [d.recipient, d.attempts]))
   t.same(attempts, { 'first@example.com': 3, 'h1@example.com': 1, 'h2@example.com': 1, 'h3@example.com': 1 }, 'holding spent no attempt')
-  t.equal((await a.app.queue.getFailed()).length, 0)
+  t.equal((await a.app.queues.getFailed()).length, 0)
 })
 
 t.test('pause on one replica is seen by the other within a second; accept-mode jobs wait for the resume', async (t) => {

@@ -21,10 +21,10 @@ t.test('a dead letter sends delivery.dead, signed, and a failing events endpoint
     t,
     `routes:\n  - { id: acc, match: "*@example.com", url: "${hook.url}", mode: accept, retry: { attempts: 2, backoff: 50ms, maxDelay: 100ms }, circuitBreaker: false }\n`,
   )
-  const { lmtpPort, app } = await startApp(t, { ROUTES_FILE: file, ALLOW_ACCEPT_WITHOUT_AOF: 'true', EVENTS_URL: sink.url, EVENTS_SECRET })
+  const { lmtpPort, app, prefix } = await startApp(t, { ROUTES_FILE: file, ALLOW_ACCEPT_WITHOUT_AOF: 'true', EVENTS_URL: sink.url, EVENTS_SECRET })
   t.match(afterData(await converse(lmtpPort!, message(['dead@example.com']))), [/^250 2\.0\.0 .*queued/])
   const [job] = await until('the dead letter', async () => {
-    const failed = await app.queue.getFailed()
+    const failed = await app.queues.getFailed()
     return failed.length === 1 ? failed : null
   })
   await until('the event to get through', () => sink.requests.length === 3, 15_000)
@@ -45,6 +45,17 @@ t.test('a dead letter sends delivery.dead, signed, and a failing events endpoint
   await new Promise((r) => setTimeout(r, 300))
   t.equal(sink.requests.length, 3)
   t.equal(String(last.headers['webhook-id']), eventId('delivery.dead', `${job!.id}:${job!.finishedOn}`))
+
+  // The events queue lives under its own hash tag (one cluster slot for BullMQ's scripts).
+  const redis = new Redis(REDIS_URL)
+  t.teardown(() => redis.quit())
+  const keys = await redis.keys(`${prefix}:*events:*`)
+  t.ok(keys.length > 0, 'the events queue is in Redis')
+  t.same(
+    keys.filter((k) => !k.startsWith(`${app.keys.eventsPrefix}:events:`)),
+    [],
+    `every key of it under ${app.keys.eventsPrefix}:events:`,
+  )
 })
 
 t.test('no EVENTS_URL: nothing is queued', async (t) => {
@@ -53,7 +64,7 @@ t.test('no EVENTS_URL: nothing is queued', async (t) => {
   await app.events.emit('route.paused', { route: 'x' }, 'x:1')
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.quit())
-  t.same(await redis.keys(`${prefix}:events:*`), [], 'no events queue in Redis')
+  t.same(await redis.keys(`${prefix}:*events:*`), [], 'no events queue in Redis')
 })
 
 t.test('EVENTS_URL and EVENTS_SECRET are checked at start, naming the variable', async (t) => {

@@ -39,8 +39,8 @@ t.test('concurrency in accept mode: jobs wait for a slot without spending an att
   )
   // With a single attempt allowed, a wait that spent one would leave a dead letter.
   await until('all 20 deliveries', () => hook.requests.length >= 20)
-  await until('the queue to drain', async () => (await a.app.queue.getJobCounts('active', 'waiting', 'delayed')).delayed === 0)
-  t.equal((await a.app.queue.getFailed()).length, 0, 'no dead letter: waiting spent no attempt')
+  await until('the queue to drain', async () => (await a.app.queues.getJobCounts('active', 'waiting', 'delayed')).delayed === 0)
+  t.equal((await a.app.queues.getFailed()).length, 0, 'no dead letter: waiting spent no attempt')
   t.equal(hook.requests.length, 20)
   t.ok(hook.highest() <= 2, `at most 2 at once (saw ${hook.highest()})`)
 })

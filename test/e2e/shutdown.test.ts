@@ -25,6 +25,7 @@ import { privateRedis } from '../helpers/redis.js'
 import { LmtpClient } from '../helpers/lmtp-client.js'
 import { until } from '../helpers/until.js'
 import { webhook } from '../helpers/webhook.js'
+import { KeyLayout, QUEUE_NAME } from '../../src/redis/keys.js'
 
 const TOKEN = randomBytes(16).toString('hex')
 const CLIENTS = 6
@@ -176,7 +177,7 @@ type Counts = Record<'active' | 'wait' | 'delayed' | 'prioritized' | 'waiting-ch
 
 async function jobCounts(redisUrl: string, keyPrefix: string): Promise<Counts> {
   const connection = new Redis(redisUrl.startsWith('unix://') ? redisUrl.slice('unix://'.length) : redisUrl, { maxRetriesPerRequest: null })
-  const queue = new Queue('deliveries', { connection, prefix: keyPrefix })
+  const queue = new Queue(QUEUE_NAME, { connection, prefix: new KeyLayout(keyPrefix, 1).shards[0]!.queuePrefix })
   try {
     return (await queue.getJobCounts('active', 'wait', 'delayed', 'prioritized', 'waiting-children', 'failed')) as Counts
   } finally {

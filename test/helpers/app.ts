@@ -49,8 +49,11 @@ export async function startApp(
   options: { prefix?: string; clean?: boolean } = {},
 ): Promise<TestApp> {
   const p = options.prefix ?? prefix()
+  // Sentinel and cluster topologies are private to their test file (stopped with it); REDIS_URL
+  // names a standalone server only.
+  const topology = env.REDIS_MODE !== undefined && env.REDIS_MODE !== 'standalone'
   const config = loadConfig({
-    REDIS_URL,
+    ...(topology ? {} : { REDIS_URL }),
     REDIS_PREFIX: p,
     LMTP_HOST: '127.0.0.1',
     LMTP_PORT: '0',
@@ -69,7 +72,9 @@ export async function startApp(
   t.teardown(async () => {
     if (!closed) await app.close()
     closed = true
-    if (options.clean !== false) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
+    // A TLS server is private to its test file too, and cleanRedis speaks plain TCP.
+    const tls = env.REDIS_TLS !== undefined || env.REDIS_URL?.startsWith('rediss://') === true
+    if (options.clean !== false && !topology && !tls) await cleanRedis(p, env.REDIS_URL ?? REDIS_URL)
   })
   const started = await app.start()
   return { ...started, app, prefix: p }

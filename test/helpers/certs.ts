@@ -10,12 +10,13 @@ export interface Pki {
   ca(name: string): { cert: string; key: string }
   /**
    * Makes a certificate signed by `ca` (`serverAuth` with the names as subjectAltName, or
-   * `clientAuth`); returns the paths of the certificate and its key.
+   * `clientAuth`, or both: a Redis server is also a client of its replicas and cluster peers);
+   * returns the paths of the certificate and its key.
    */
   leaf(
     name: string,
     ca: { cert: string; key: string },
-    options: { cn: string; usage: 'server' | 'client'; dns?: string[]; ip?: string[]; o?: string },
+    options: { cn: string; usage: 'server' | 'client' | 'both'; dns?: string[]; ip?: string[]; o?: string },
   ): {
     cert: string
     key: string
@@ -66,7 +67,7 @@ export function pki(t: { teardown: (fn: () => unknown) => void }): Pki {
         [
           'basicConstraints = CA:FALSE',
           'keyUsage = digitalSignature',
-          `extendedKeyUsage = ${options.usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
+          `extendedKeyUsage = ${{ server: 'serverAuth', client: 'clientAuth', both: 'serverAuth,clientAuth' }[options.usage]}`,
           ...(names.length > 0 ? [`subjectAltName = ${names.join(',')}`] : []),
         ].join('\n') + '\n',
       )

@@ -5,9 +5,9 @@
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import { loadConfig } from '../../src/config.js'
@@ -64,6 +64,15 @@ t.test('values.schema.json rejects bad values and names the field', async (t) =>
     ['route concurrency 0', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', concurrency: 0 }] }, '/routes/0/concurrency'],
     ['route rate limit without per', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', rateLimit: { max: 5 } }] }, '/routes/0/rateLimit'],
     ['route breaker true', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', circuitBreaker: true }] }, '/routes/0/circuitBreaker'],
+    ['unknown Redis mode', { redis: { mode: 'replicated' } }, '/redis/mode'],
+    ['sentinel mode without sentinels', { redis: { mode: 'sentinel' } }, '/redis/sentinel/nodes'],
+    ['cluster mode without nodes', { redis: { mode: 'cluster' } }, '/redis/cluster/nodes'],
+    ['a cluster node that is not host:port', { redis: { mode: 'cluster', cluster: { nodes: ['redis:6379', 'http://redis'] } } }, '/redis/cluster/nodes/1'],
+    ['a master group name with a space', { redis: { sentinel: { masterSet: 'my master' } } }, '/redis/sentinel/masterSet'],
+    ['too many queue shards', { redis: { queueShards: 13 } }, '/redis/queueShards'],
+    ['replica acks as a string', { redis: { minReplicasAck: '1' } }, '/redis/minReplicasAck'],
+    ['a client certificate without its key', { redis: { tls: { enabled: true, existingSecret: 'redis-tls', certKey: 'tls.crt' } } }, '/redis/tls/keyKey'],
+    ['a typo under redis.auth', { redis: { auth: { pasword: 'x' } } }, '/redis/auth'],
   ]
   for (const [what, override, path] of cases) {
     const errors = errorsOf(withOverrides(values, override))
@@ -215,16 +224,47 @@ t.test('the chart sets only variables src/config.ts reads', async (t) => {
   }
 })
 
-/** Files the chart's Secret would mount, written where the test can read them. */
-function mountSecret(t: Test, vals: Values): { env: Record<string, string>; dir: string } {
+/** Redis password and TLS files the Deployment would mount, by the path it passes. */
+interface RedisFiles {
+  readonly password?: string
+  readonly sentinelPassword?: string
+  readonly tls?: { readonly ca: string; readonly cert?: string; readonly key?: string }
+}
+
+/** Files the chart's Secrets would mount, written where the test can read them. */
+function mountSecret(t: Test, vals: Values, redisFiles: RedisFiles = {}): { env: Record<string, string>; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'chart-secret-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(join(dir, 'admin-tokens'), (vals.adminTokens as string[]).join('\n'))
   writeFileSync(join(dir, 'routes.yaml'), JSON.stringify({ routes: vals.routes }))
+  const files: Record<string, string | undefined> = {
+    'redis-auth/password': redisFiles.password,
+    'redis-auth/sentinel-password': redisFiles.sentinelPassword,
+    'redis-tls/ca.crt': redisFiles.tls?.ca,
+    'redis-tls/tls.crt': redisFiles.tls?.cert,
+    'redis-tls/tls.key': redisFiles.tls?.key,
+  }
+  for (const [path, text] of Object.entries(files)) {
+    if (text === undefined) continue
+    mkdirSync(join(dir, dirname(path)), { recursive: true })
+    writeFileSync(join(dir, path), text)
+  }
   const { env, fromSecret } = chartEnvironment(vals)
-  t.same(fromSecret, ['REDIS_URL', 'EVENTS_SECRET'], 'only REDIS_URL and EVENTS_SECRET come from the Secret as variables')
-  const out: Record<string, string> = { REDIS_URL: String(valueAt(vals, 'redis.url')), EVENTS_SECRET: String(valueAt(vals, 'eventsSecret')) }
-  for (const [name, value] of Object.entries(env)) out[name] = value.replace('/etc/lmtp-webhook/secret', dir)
+  const standalone = valueAt(vals, 'redis.mode') === 'standalone'
+  t.same(
+    fromSecret,
+    standalone ? ['REDIS_URL', 'EVENTS_SECRET'] : ['EVENTS_SECRET'],
+    'only REDIS_URL (standalone) and EVENTS_SECRET come from the Secret as variables',
+  )
+  const out: Record<string, string> = {
+    ...(standalone ? { REDIS_URL: String(valueAt(vals, 'redis.url')) } : {}),
+    EVENTS_SECRET: String(valueAt(vals, 'eventsSecret')),
+  }
+  for (const [name, value] of Object.entries(env)) {
+    const local = value.replace('/etc/lmtp-webhook/secret', dir).replace(/^\/etc\/lmtp-webhook\/(redis-auth|redis-tls)\//, `${dir}/$1/`)
+    if (local.startsWith(dir) && !existsSync(local)) t.fail(`${name}: the chart mounts ${value}, which these values put nowhere`)
+    out[name] = local
+  }
   return { env: out, dir }
 }
 
@@ -376,4 +416,85 @@ t.test('TLS, client CA and users Secrets are mounted as directories and reach th
   t.same(config.lmtp.allowCidrs, ['198.51.100.0/24'])
   t.same(config.lmtp.proxy, { trustedCidrs: ['10.0.0.0/16'] })
   t.equal(config.lmtp.maxLineDiscard, 1024 * 1024)
+})
+
+const PEM_CERT = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
+const PEM_KEY = '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n'
+
+t.test("sentinel values: the sentinels, the master group, both passwords from the chart's Secret, replica acks", async (t) => {
+  const vals = withOverrides(values, {
+    adminTokens: ['0123456789abcdef0123'],
+    redis: {
+      mode: 'sentinel',
+      sentinel: {
+        nodes: ['redis-node-0.redis-headless:26379', 'redis-node-1.redis-headless:26379', 'redis-node-2.redis-headless:26379'],
+        masterSet: 'mymaster',
+      },
+      auth: { password: 'data-pw', sentinelPassword: 'sentinel-pw' },
+      minReplicasAck: 1,
+    },
+  })
+  t.same(errorsOf(vals), [])
+  const config = loadConfig(mountSecret(t, vals, { password: 'data-pw\n', sentinelPassword: 'sentinel-pw\n' }).env)
+  t.equal(config.redis.mode, 'sentinel')
+  t.same(
+    config.redis.sentinels.map((s) => `${s.host}:${s.port}`),
+    ['redis-node-0.redis-headless:26379', 'redis-node-1.redis-headless:26379', 'redis-node-2.redis-headless:26379'],
+  )
+  t.equal(config.redis.sentinelName, 'mymaster')
+  t.equal(config.redis.password, 'data-pw', 'REDIS_PASSWORD_FILE')
+  t.equal(config.redis.sentinelPassword, 'sentinel-pw', 'REDIS_SENTINEL_PASSWORD_FILE')
+  t.equal(config.redis.minReplicasAck, 1)
+  const secret = templates.find((f) => f.name === 'secret.yaml')!.text
+  t.match(secret, /redis-password: \{\{ \. \| b64enc \| quote \}\}/, "the chart's Secret holds the password")
+  t.match(secret, /redis-sentinel-password: \{\{ \. \| b64enc \| quote \}\}/)
+})
+
+t.test('cluster values: seed nodes, shards, an ACL user whose password is in a Secret of the operator, TLS from a cert-manager Secret', async (t) => {
+  const vals = withOverrides(values, {
+    existingSecret: 'mail-secrets',
+    redis: {
+      mode: 'cluster',
+      cluster: { nodes: ['redis-cluster-0.redis-cluster-headless:6379', '[fd00::12]:6379'] },
+      auth: { username: 'lmtp', existingSecret: 'redis-cluster', existingSecretPasswordKey: 'redis-password' },
+      tls: { enabled: true, existingSecret: 'redis-client-tls', certKey: 'tls.crt', keyKey: 'tls.key', servername: 'redis-cluster.mail.svc' },
+      queueShards: 6,
+    },
+  })
+  t.same(errorsOf(vals), [])
+  const { env } = mountSecret(t, withOverrides(vals, { adminTokens: ['0123456789abcdef0123'] }), {
+    password: 'cluster-pw',
+    tls: { ca: PEM_CERT, cert: PEM_CERT, key: PEM_KEY },
+  })
+  const config = loadConfig(env)
+  t.equal(config.redis.mode, 'cluster')
+  t.same(config.redis.clusterNodes, [
+    { host: 'redis-cluster-0.redis-cluster-headless', port: 6379 },
+    { host: 'fd00::12', port: 6379 },
+  ])
+  t.equal(config.redis.queueShards, 6)
+  t.equal(config.redis.username, 'lmtp')
+  t.equal(config.redis.password, 'cluster-pw')
+  t.same(config.redis.tls, { ca: PEM_CERT, cert: PEM_CERT, key: PEM_KEY, servername: 'redis-cluster.mail.svc' })
+  const deployment = templates.find((f) => f.name === 'deployment.yaml')!.text
+  t.match(deployment, /- name: redis-auth\n\s+secret:\n\s+secretName: \{\{ \. \}\}/, 'the password Secret is mounted')
+  t.match(deployment, /- name: redis-tls\n\s+secret:\n\s+secretName: \{\{ \. \}\}/, 'the TLS Secret is mounted')
+  t.match(deployment, /key: \{\{ \$\.Values\.redis\.tls\.caKey \}\}\n\s+path: ca\.crt/, 'its keys are the ones named in values')
+})
+
+t.test('standalone over TLS with a CA only: REDIS_TLS and the CA file, no client certificate', async (t) => {
+  const vals = withOverrides(values, {
+    adminTokens: ['0123456789abcdef0123'],
+    redis: { url: 'rediss://redis.internal:6380', tls: { enabled: true, existingSecret: 'redis-ca' } },
+  })
+  t.same(errorsOf(vals), [])
+  const config = loadConfig(mountSecret(t, vals, { tls: { ca: PEM_CERT } }).env)
+  t.same(config.redis.tls, { ca: PEM_CERT, cert: null, key: null, servername: null })
+})
+
+t.test('combinations the schema cannot express fail the render, naming the value', async (t) => {
+  const helpers = templates.find((f) => f.name === '_helpers.tpl')!.text
+  const validate = helpers.slice(helpers.indexOf('define "lmtp-webhook.validateRedis"'))
+  for (const value of ['redis.auth.password', 'redis.auth.existingSecretSentinelPasswordKey', 'redis.tls.enabled']) t.match(validate, `fail "${value}: `)
+  t.match(templates.find((f) => f.name === 'configmap.yaml')!.text, /include "lmtp-webhook.validateRedis"/, 'checked on every render')
 })

@@ -222,6 +222,88 @@ function truthy(value: unknown): boolean {
   return true
 }
 
+/**
+ * A condition of the chart's own-line `if`/`with` actions: `.Values.path`, a quoted string, and
+ * `eq`, `ne`, `not`, `and`, `or`, `empty` applied to those, parenthesised as Go templates do.
+ */
+function evaluateCondition(expression: string, values: Values): unknown {
+  const tokens = expression.match(/\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+/g) ?? []
+  let i = 0
+  const fail = (): never => {
+    throw new Error(`unsupported template condition ${JSON.stringify(expression)}`)
+  }
+  const arg = (): unknown => {
+    const token = tokens[i++] ?? fail()
+    if (token === '(') {
+      const value = call()
+      if (tokens[i++] !== ')') fail()
+      return value
+    }
+    if (token.startsWith('"')) return JSON.parse(token) as string
+    if (token.startsWith('.Values.')) return valueAt(values, token.slice('.Values.'.length))
+    return fail()
+  }
+  const call = (): unknown => {
+    const fn = tokens[i]
+    if (fn === undefined) return fail()
+    if (!['eq', 'ne', 'not', 'and', 'or', 'empty'].includes(fn)) return arg()
+    i++
+    const args: unknown[] = []
+    while (i < tokens.length && tokens[i] !== ')') args.push(arg())
+    switch (fn) {
+      case 'eq':
+      case 'ne':
+        if (args.length !== 2) fail()
+        return (args[0] === args[1]) === (fn === 'eq')
+      case 'not':
+      case 'empty':
+        if (args.length !== 1) fail()
+        return !truthy(args[0])
+      case 'and':
+        return args.every(truthy)
+      default:
+        return args.some(truthy)
+    }
+  }
+  const value = call()
+  if (i !== tokens.length) fail()
+  return value
+}
+
+/**
+ * Keeps the lines of the `if`/`else`/`with` branches the values take, in a template section whose
+ * actions stand on lines of their own; drops the action lines. Throws on any other action line.
+ */
+export function selectBranches(text: string, values: Values): string {
+  const out: string[] = []
+  const stack: { taking: boolean; taken: boolean }[] = []
+  const active = (): boolean => stack.every((f) => f.taking)
+  for (const line of text.split('\n')) {
+    const m = /^\s*\{\{-?\s*(if|else if|else|end|with)\b\s*(.*?)\s*-?\}\}\s*$/.exec(line)
+    if (!m) {
+      if (/^\s*\{\{-?\s*(range|define|block)\b/.test(line)) throw new Error(`unsupported action line ${JSON.stringify(line)}`)
+      if (active()) out.push(line)
+      continue
+    }
+    const [, action, condition = ''] = m
+    if (action === 'if' || action === 'with') {
+      const taking = truthy(evaluateCondition(condition, values))
+      stack.push({ taking, taken: taking })
+    } else if (action === 'else if' || action === 'else') {
+      const frame =
+        stack[stack.length - 1] ??
+        (() => {
+          throw new Error(`else without if: ${line}`)
+        })()
+      const taking = !frame.taken && (action === 'else' || truthy(evaluateCondition(condition, values)))
+      frame.taking = taking
+      frame.taken ||= taking
+    } else if (stack.pop() === undefined) throw new Error(`end without if: ${line}`)
+  }
+  if (stack.length > 0) throw new Error('an if/with without its end')
+  return out.join('\n')
+}
+
 export interface ChartEnvironment {
   /** Variables with literal values: the ConfigMap's data and the Deployment's `value:` entries. */
   readonly env: Record<string, string>
@@ -231,15 +313,16 @@ export interface ChartEnvironment {
 
 /**
  * The container environment the chart sets for `values`, read from templates/configmap.yaml
- * (each data line `NAME: {{ .Values.path | fn ... }}`) and the `env:` list of
- * templates/deployment.yaml (with its `{{- if .Values.path }}` blocks). Throws on any line it
- * cannot evaluate.
+ * (each data line `NAME: {{ .Values.path | fn ... }}`, within the `if` branches the values take)
+ * and the `env:` list of templates/deployment.yaml (within its `if`/`with` branches too; a value
+ * may hold `{{ .Values.path }}` expressions). Throws on any line it cannot evaluate.
  */
 export function chartEnvironment(values: Values): ChartEnvironment {
   const env: Record<string, string> = {}
   const configmap = readFileSync(join(CHART, 'templates', 'configmap.yaml'), 'utf8')
-  const data = configmap.split(/^data:\s*$/m)[1]
-  if (data === undefined) throw new Error('configmap.yaml has no data: section')
+  const section = configmap.split(/^data:\s*$/m)[1]
+  if (section === undefined) throw new Error('configmap.yaml has no data: section')
+  const data = selectBranches(section, values)
   for (const line of data.split('\n')) {
     if (line.trim() === '') continue
     const m = /^ {2}([A-Z][A-Z0-9_]*): \{\{-? (.+?) -?\}\}\s*$/.exec(line)
@@ -251,50 +334,21 @@ export function chartEnvironment(values: Values): ChartEnvironment {
   const deployment = readFileSync(join(CHART, 'templates', 'deployment.yaml'), 'utf8')
   const block = /^( +)env:\n((?:\1 .*\n)+)/m.exec(deployment)
   if (!block) throw new Error('deployment.yaml has no env: list')
-  // Entries may sit inside `{{- if .Values.path }}` ... `{{- end }}`: kept when the value is truthy
-  // as Go templates judge it. Values may hold `{{ .Values.path }}` expressions.
-  const conditions: boolean[] = []
-  let entry: { name: string; body: string[]; active: boolean } | null = null
-  const flush = (): void => {
-    if (entry === null || !entry.active) return void (entry = null)
-    const body = entry.body.join('\n')
+  const entries = selectBranches(block[2] ?? '', values)
+    .split(/^\s*- name: /m)
+    .slice(1)
+  for (const entry of entries) {
+    const [first, ...rest] = entry.split('\n')
+    const name = (first ?? '').trim()
+    const body = rest.join('\n')
     const literal = /^\s*value: (.*)$/m.exec(body)
+    // A value may hold `{{ .Values.path }}` expressions.
     if (literal) {
       const text = (literal[1] ?? '').replace(/\{\{-? (.+?) -?\}\}/g, (_, expression: string) => evaluatePipeline(expression, values, false))
-      env[entry.name] = parseYaml(text) as string
-    } else if (/^\s*valueFrom:/m.test(body)) fromSecret.push(entry.name)
-    else throw new Error(`deployment.yaml: env ${entry.name} has neither value nor valueFrom`)
-    entry = null
+      env[name] = parseYaml(text) as string
+    } else if (/^\s*valueFrom:/m.test(body)) fromSecret.push(name)
+    else throw new Error(`deployment.yaml: env ${name} has neither value nor valueFrom`)
   }
-  for (const line of (block[2] ?? '').split('\n')) {
-    const text = line.trim()
-    if (text === '' || text.startsWith('#')) continue
-    const condition = /^\{\{-? (if|with) \.Values\.([\w.]+) -?\}\}$/.exec(text)
-    if (condition) {
-      flush()
-      const value = valueAt(values, condition[2] ?? '')
-      if (condition[1] === 'with' && truthy(value)) throw new Error(`deployment.yaml: cannot evaluate the env entries of a non-empty ${text}`)
-      conditions.push(truthy(value))
-      continue
-    }
-    if (/^\{\{-? end -?\}\}$/.test(text)) {
-      flush()
-      conditions.pop()
-      continue
-    }
-    const name = /^- name: (\S+)$/.exec(text)
-    if (name) {
-      flush()
-      entry = { name: name[1] ?? '', body: [], active: conditions.every(Boolean) }
-      continue
-    }
-    if (/^\{\{/.test(text)) {
-      if (conditions.every(Boolean)) throw new Error(`deployment.yaml: cannot evaluate ${JSON.stringify(text)} in the env list`)
-      continue
-    }
-    entry?.body.push(line)
-  }
-  flush()
   return { env, fromSecret }
 }
 

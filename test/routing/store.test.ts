@@ -5,6 +5,8 @@ import { isAppError, type ErrorCode } from '../../src/errors.js'
 import { createLogger } from '../../src/logger.js'
 import { parseRoute, publicView, type Route } from '../../src/routing/schema.js'
 import { RouteStore, type RouteStoreOptions } from '../../src/routing/store.js'
+import { routeKeys } from '../../src/redis/keys.js'
+import { PubSub } from '../../src/redis/pubsub.js'
 import type { RouteTable } from '../../src/routing/table.js'
 import { until } from '../helpers/until.js'
 
@@ -143,7 +145,7 @@ t.test('bad definitions are refused before anything is written', async (t) => {
   await store.create(def('good', 'good@example.com'))
   err = await rejection(store.replace('good', def('other-id', 'good@example.com')), 'ROUTE_ERR_INVALID')
   t.equal(err.message, 'route (id "good"): id: expected "good" (the id of the route being replaced), got "other-id"')
-  t.same(await redis.hkeys(`${prefix}:routes`), ['good'])
+  t.same(await redis.hkeys(routeKeys(prefix).defs), ['good'])
 })
 
 t.test('routes outlive the store: a new store loads them from Redis', async (t) => {
@@ -216,7 +218,7 @@ t.test('a store that missed change notices catches up on reconnect', async (t) =
   const a = await open()
   const subscriber = new Redis(REDIS_URL)
   t.teardown(() => subscriber.disconnect())
-  const b = await open({ subscriber })
+  const b = await open({ pubsub: new PubSub(subscriber, false) })
 
   subscriber.disconnect()
   await until("b's subscriber is disconnected", () => subscriber.status === 'end')
@@ -234,9 +236,9 @@ t.test('the periodic check picks up a change whose notice was lost', async (t) =
   const store = await open({ reloadIntervalMs: 100 })
   const route = def('written', 'written@example.com')
   // a write without PUBLISH, as if the notice had been lost
-  await redis.hset(`${prefix}:routes`, 'written', JSON.stringify(route))
-  await redis.hset(`${prefix}:routes`, 'broken', '{"id":"broken","match":"nope"}')
-  await redis.incr(`${prefix}:routes:version`)
+  await redis.hset(routeKeys(prefix).defs, 'written', JSON.stringify(route))
+  await redis.hset(routeKeys(prefix).defs, 'broken', '{"id":"broken","match":"nope"}')
+  await redis.incr(routeKeys(prefix).version)
   await until('the store finds the route', () => store.get('written') !== undefined)
   t.equal(store.get('broken'), undefined, 'a stored route that does not parse is left out')
   t.equal(store.lookup('written@example.com')?.id, 'written')
@@ -252,7 +254,7 @@ t.test('durations: written with their unit; definitions stored with numbers of m
   const { prefix, redis, open } = await setup(t)
   const store = await open()
   await store.create({ id: 'new', match: 'new@example.com', url: 'http://127.0.0.1:1/new', timeout: 30, retry: { backoff: 2, maxDelay: '1h' } })
-  const written = JSON.parse((await redis.hget(`${prefix}:routes`, 'new'))!) as Record<string, any>
+  const written = JSON.parse((await redis.hget(routeKeys(prefix).defs, 'new'))!) as Record<string, any>
   t.equal(written.timeout, '30000ms', 'timeout is stored with its unit')
   t.same([written.retry.backoff, written.retry.maxDelay], ['2000ms', '3600000ms'], 'so are the retry delays')
   t.equal(store.get('new')?.timeoutMs, 30_000, 'timeout: 30 in the API is 30 s')
@@ -267,9 +269,9 @@ t.test('durations: written with their unit; definitions stored with numbers of m
   }
   await redis
     .multi()
-    .hset(`${prefix}:routes`, 'older', JSON.stringify(older))
-    .hset(`${prefix}:routes:patterns`, 'older@example.com', 'older')
-    .incr(`${prefix}:routes:version`)
+    .hset(routeKeys(prefix).defs, 'older', JSON.stringify(older))
+    .hset(routeKeys(prefix).patterns, 'older@example.com', 'older')
+    .incr(routeKeys(prefix).version)
     .exec()
   const reopened = await open()
   const route = reopened.get('older')

@@ -63,3 +63,30 @@ first.
 {{- .Values.terminationGracePeriodSeconds }}
 {{- end }}
 {{- end }}
+
+{{/*
+Redis passwords are mounted from redis.auth.existingSecret when it is set, else from the chart's
+Secret (which holds redis.auth.password and sentinelPassword). Empty: no Secret to mount.
+*/}}
+{{- define "lmtp-webhook.redisAuthSecret" -}}
+{{- if .Values.redis.auth.existingSecret }}
+{{- if or .Values.redis.auth.existingSecretPasswordKey .Values.redis.auth.existingSecretSentinelPasswordKey }}
+{{- .Values.redis.auth.existingSecret }}
+{{- end }}
+{{- else if or .Values.redis.auth.password .Values.redis.auth.sentinelPassword }}
+{{- include "lmtp-webhook.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* Combinations values.schema.json cannot express; each message names the value to set. */}}
+{{- define "lmtp-webhook.validateRedis" -}}
+{{- if and .Values.existingSecret (not .Values.redis.auth.existingSecret) (or .Values.redis.auth.password .Values.redis.auth.sentinelPassword) }}
+{{- fail "redis.auth.password: with existingSecret the chart renders no Secret; put the Redis passwords in a Secret and name it in redis.auth.existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.auth.existingSecret .Values.redis.auth.sentinelPassword (not .Values.redis.auth.existingSecretSentinelPasswordKey) }}
+{{- fail "redis.auth.existingSecretSentinelPasswordKey: name the key of the sentinel password in redis.auth.existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.tls.existingSecret (not .Values.redis.tls.enabled) }}
+{{- fail "redis.tls.enabled: set it to true to use redis.tls.existingSecret" }}
+{{- end }}
+{{- end }}

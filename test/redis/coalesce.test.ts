@@ -3,8 +3,8 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { setImmediate as turn } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import { coalesceWrites } from '../src/coalesce.js'
-import { until } from './helpers/until.js'
+import { coalesceWrites } from '../../src/redis/coalesce.js'
+import { until } from '../helpers/until.js'
 
 async function pair(t: Test): Promise<{ client: net.Socket; received: () => string; chunks: () => number }> {
   let data = ''
