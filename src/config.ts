@@ -349,7 +349,8 @@ function readFileVar(env: Env, name: string): string | null {
 
 /** A secret given directly (`name`) or as a mounted file (`fileName`, trailing newline dropped). */
 function redisSecret(env: Env, name: string, fileName: string): string | null {
-  const direct = env[name] === undefined || env[name] === '' ? null : env[name]!
+  // Blank is unset, as for every variable; a password is otherwise taken as written (spaces kept).
+  const direct = env[name] === undefined || env[name]!.trim() === '' ? null : env[name]!
   const fromFile = readFileVar(env, fileName)
   if (direct !== null && fromFile !== null) fail(fileName, `unset when ${name} is set (one or the other)`, optional(env, fileName)!)
   if (fromFile !== null) {
