@@ -68,7 +68,7 @@ export const RouteSchema = Type.Object(
       description: 'Extra request headers (names lower-cased); values of credential-like headers are shown as "[redacted]".',
     }),
     timeoutMs: Type.Optional(Type.Integer({ description: 'Deadline of one attempt; absent: the service default (WEBHOOK_TIMEOUT).' })),
-    mode: Type.Enum(['defer', 'accept']),
+    mode: Type.Enum(['defer', 'accept', 'async']),
     retry: Type.Object({ attempts: Type.Integer(), backoffMs: Type.Integer(), maxDelayMs: Type.Integer() }, { additionalProperties: false }),
     maxInlineAttachmentBytes: Type.Integer(),
     recipientCheckUrl: Type.Optional(Type.String()),
@@ -121,17 +121,23 @@ export const TestDeliveryBodySchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const ReplySchema = Type.Object(
-  { code: Type.Integer(), enhanced: Type.Union([Type.String(), Type.Null()]), text: Type.String() },
-  { additionalProperties: false },
-)
+const replyObject = (description?: string) =>
+  Type.Object(
+    { code: Type.Integer(), enhanced: Type.Union([Type.String(), Type.Null()]), text: Type.String() },
+    { additionalProperties: false, ...(description === undefined ? {} : { description }) },
+  )
+
+export const ReplySchema = replyObject()
 
 export const TestDeliveryResultSchema = Type.Object(
   {
     status: Type.Union([Type.Integer(), Type.Null()], { description: 'HTTP status the webhook answered; null when it did not.' }),
     durationMs: Type.Number(),
-    reply: ReplySchema,
-    outcome: Type.Enum(['delivered', 'rejected', 'temporary']),
+    reply: replyObject(
+      "What the MTA would have been told for this recipient, by the same decision a session makes: in accept mode a temporary failure is 250 queued, in async mode every answer is (the test attempt is made anyway, to show the webhook's answer).",
+    ),
+    webhookReply: replyObject("The reply the webhook's answer maps to, before the route's mode applies."),
+    outcome: Type.Enum(['delivered', 'rejected', 'temporary'], { description: "The webhook's answer: delivered, rejected or temporary." }),
     error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false })),
     webhookId: Type.String({ description: 'The webhook-id the test request carried (prefixed test_).' }),
     recipient: Type.String(),

@@ -7,12 +7,24 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Route } from '../routing/schema.js'
 import type { WebhookClient } from '../delivery/http.js'
 import { buildRequest, messageParts, requiredFields, type StoredEnvelope } from '../delivery/request.js'
-import { decideReply, type Outcome } from '../delivery/outcome.js'
+import { decideReply, recipientOutcome, type Outcome } from '../delivery/outcome.js'
+import type { Reply } from '../lmtp/reply.js'
+
+export interface TestReply {
+  readonly code: number
+  readonly enhanced: string | null
+  readonly text: string
+}
+
+const view = (r: Reply): TestReply => ({ code: r.code, enhanced: r.enhanced ?? null, text: typeof r.text === 'string' ? r.text : r.text.join(' ') })
 
 export interface TestDeliveryResult {
   readonly status: number | null
   readonly durationMs: number
-  readonly reply: { readonly code: number; readonly enhanced: string | null; readonly text: string }
+  /** What the MTA would have been told (the route's mode applied, as a session applies it). */
+  readonly reply: TestReply
+  /** The reply the webhook's answer maps to, before the mode. */
+  readonly webhookReply: TestReply
   readonly outcome: Outcome
   readonly error?: { readonly code: string; readonly message: string }
   readonly webhookId: string
@@ -84,11 +96,14 @@ export async function sendTestDelivery(route: Route, options: TestDeliveryOption
     deadlineMs: route.timeoutMs ?? options.webhookTimeoutMs,
   })
   const decision = decideReply(result, route, rcpt)
-  const text = typeof decision.reply.text === 'string' ? decision.reply.text : decision.reply.text.join(' ')
+  // The job of a real delivery would be durable (or the session's 451 would say so): the test
+  // shows the answer of the working case.
+  const told = recipientOutcome(route.mode, true, decision, rcpt)
   return {
     status: result.status ?? null,
     durationMs: result.durationMs,
-    reply: { code: decision.reply.code, enhanced: decision.reply.enhanced ?? null, text },
+    reply: view(told),
+    webhookReply: view(decision.reply),
     outcome: decision.outcome,
     ...(result.error ? { error: { code: result.error.code, message: result.error.message } } : {}),
     webhookId,

@@ -135,11 +135,34 @@ export function queuedReply(rcpt: string): Reply {
   return build(250, '2.0.0', `<${sanitizeText(rcpt)}> queued for delivery`)
 }
 
+/** A route's mode: defer (the webhook's answer is the reply), accept (its answer, or `250 queued` and
+ * retries here), async (`250 queued` once the job is durable; the first attempt comes after). */
+export type DeliveryMode = 'defer' | 'accept' | 'async'
+
+/** Modes in which this service keeps the mail once it said 250: the jobs must be durable first. */
+export const keepsMail = (mode: DeliveryMode): boolean => mode !== 'defer'
+
+/** 451 when no answer settles a recipient in time (defer), or a queued job is not durable (accept, async). */
+export const notConfirmedReply = (): Reply => build(451, '4.3.0', 'Delivery not confirmed in time, try again later')
+
+export interface FirstAttempt {
+  readonly reply: Reply
+  readonly outcome: Outcome
+}
+
 /**
- * The reply to give the MTA for a decision under the route's mode: in `accept` mode a temporary
- * outcome becomes `250 2.0.0 <rcpt> queued for delivery` (the job retries); otherwise the
- * decision's own reply.
+ * The one decision of what a recipient is told, for the session and the route test endpoint:
+ * the route's mode × whether its job is durable (accept, async; ignored for defer) × the first
+ * attempt's result, `null` when none settled before the reply deadline (or none was made: async).
+ *
+ * - defer: the attempt's reply; none in time → 451.
+ * - accept: delivered or refused → the attempt's reply (the webhook has answered for good);
+ *   temporary or none in time → `250 queued` when durable, else 451.
+ * - async: `250 queued` when durable, else 451; the attempt, if any, does not change it.
  */
-export function replyForMode(decision: Decision, mode: 'defer' | 'accept', rcpt: string): Reply {
-  return mode === 'accept' && decision.outcome === 'temporary' ? queuedReply(rcpt) : decision.reply
+export function recipientOutcome(mode: DeliveryMode, durable: boolean, first: FirstAttempt | null, rcpt: string): Reply {
+  if (mode === 'async') return durable ? queuedReply(rcpt) : notConfirmedReply()
+  if (mode === 'defer') return first === null ? notConfirmedReply() : first.reply
+  if (first !== null && first.outcome !== 'temporary') return first.reply
+  return durable ? queuedReply(rcpt) : notConfirmedReply()
 }

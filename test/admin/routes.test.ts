@@ -241,3 +241,28 @@ t.test('POST /v1/routes/{id}/test sends a signed synthetic delivery and answers 
   t.equal(badRcpt.statusCode, 400)
   t.match(badRcpt.json().error.message, /rcpt: /)
 })
+
+t.test('POST /v1/routes/{id}/test answers what the MTA would be told under the route mode', async (t) => {
+  const down = await webhook(t, 503)
+  const gone = await webhook(t, 410)
+  const { api } = await startAdmin(t, { ALLOW_ACCEPT_WITHOUT_AOF: 'true' })
+  for (const [id, mode, url] of [
+    ['defer-down', 'defer', down.url],
+    ['accept-down', 'accept', down.url],
+    ['accept-gone', 'accept', gone.url],
+    ['async-gone', 'async', gone.url],
+  ] as const) {
+    const created = await api({ method: 'POST', url: '/v1/routes', payload: { id, match: `${id}@example.org`, url, mode } })
+    t.equal(created.statusCode, 201, `route ${id}`)
+  }
+  const told = async (id: string) => {
+    const res = await api({ method: 'POST', url: `/v1/routes/${id}/test`, payload: {} })
+    t.equal(res.statusCode, 200)
+    const body = res.json()
+    return `${body.reply.code} ${body.reply.enhanced} / webhook ${body.webhookReply.code} ${body.outcome}`
+  }
+  t.equal(await told('defer-down'), '451 4.3.0 / webhook 451 temporary', 'defer: the webhook answer is the reply')
+  t.equal(await told('accept-down'), '250 2.0.0 / webhook 451 temporary', 'accept: a temporary failure is queued, as a session says')
+  t.equal(await told('accept-gone'), '550 5.1.1 / webhook 550 rejected', 'accept: a refusal reaches the MTA')
+  t.equal(await told('async-gone'), '250 2.0.0 / webhook 550 rejected', 'async: always queued; the refusal becomes a dead letter later')
+})

@@ -1,6 +1,14 @@
 import t from 'tap'
 import { formatReply } from '../../src/lmtp/reply.js'
-import { decideReply, queuedReply, replyForMode, type AttemptSummary, type ReplyRoute } from '../../src/delivery/outcome.js'
+import {
+  decideReply,
+  queuedReply,
+  recipientOutcome,
+  type AttemptSummary,
+  type DeliveryMode,
+  type FirstAttempt,
+  type ReplyRoute,
+} from '../../src/delivery/outcome.js'
 
 const RCPT = 'bob@example.com'
 
@@ -286,14 +294,48 @@ t.test('a long recipient cannot push the line past 512 octets', async (t) => {
   t.ok(Buffer.byteLength(formatReply(decideReply({ status: 200 }, undefined, 'x'.repeat(2000)).reply)) <= 512)
 })
 
-t.test('accept mode: temporary becomes queued, the rest is unchanged', async (t) => {
-  const temporary = decideReply({ status: 503 }, undefined, RCPT)
-  t.equal(formatReply(replyForMode(temporary, 'accept', RCPT)), '250 2.0.0 <bob@example.com> queued for delivery\r\n')
-  t.equal(formatReply(replyForMode(temporary, 'defer', RCPT)), formatReply(temporary.reply))
-  const rejected = decideReply({ status: 404 }, undefined, RCPT)
-  t.equal(replyForMode(rejected, 'accept', RCPT), rejected.reply)
-  const delivered = decideReply({ status: 200 }, undefined, RCPT)
-  t.equal(replyForMode(delivered, 'accept', RCPT), delivered.reply)
+t.test('recipientOutcome: every mode x durability x first-attempt result', async (t) => {
+  const first = (status: number): FirstAttempt => decideReply({ status }, undefined, RCPT)
+  const queued = '250 2.0.0 <bob@example.com> queued for delivery\r\n'
+  const notConfirmed = '451 4.3.0 Delivery not confirmed in time, try again later\r\n'
+  const delivered = '250 2.0.0 <bob@example.com> delivered\r\n'
+  const rejected = formatReply(first(404).reply)
+  const temporary = formatReply(first(503).reply)
+  // [mode, durable, first attempt, the line the MTA reads]
+  const rows: [DeliveryMode, boolean, FirstAttempt | null, string][] = [
+    ['defer', true, first(200), delivered],
+    ['defer', true, first(404), rejected],
+    ['defer', true, first(503), temporary],
+    ['defer', true, null, notConfirmed],
+    // durability does not apply to defer mode: nothing is kept after the reply
+    ['defer', false, first(200), delivered],
+    ['defer', false, first(404), rejected],
+    ['defer', false, first(503), temporary],
+    ['defer', false, null, notConfirmed],
+    ['accept', true, first(200), delivered],
+    ['accept', true, first(404), rejected],
+    ['accept', true, first(503), queued],
+    ['accept', true, null, queued],
+    // not durable: the webhook's final answers stand, anything that needs the queue is a 451
+    ['accept', false, first(200), delivered],
+    ['accept', false, first(404), rejected],
+    ['accept', false, first(503), notConfirmed],
+    ['accept', false, null, notConfirmed],
+    // async: the reply never waits for, nor depends on, an attempt
+    ['async', true, first(200), queued],
+    ['async', true, first(404), queued],
+    ['async', true, first(503), queued],
+    ['async', true, null, queued],
+    ['async', false, first(200), notConfirmed],
+    ['async', false, first(404), notConfirmed],
+    ['async', false, first(503), notConfirmed],
+    ['async', false, null, notConfirmed],
+  ]
+  t.equal(rows.length, 3 * 2 * 4, 'every combination')
+  for (const [mode, durable, attempt, line] of rows) {
+    const label = `${mode}, ${durable ? 'durable' : 'not durable'}, ${attempt === null ? 'no attempt in time' : attempt.reply.code}`
+    t.equal(formatReply(recipientOutcome(mode, durable, attempt, RCPT)), line, label)
+  }
   t.equal(formatReply(queuedReply('evil\r\n@example.com')), '250 2.0.0 <evil @example.com> queued for delivery\r\n')
 })
 
