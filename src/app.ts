@@ -14,7 +14,8 @@ import type { Route } from './routing/schema.js'
 import { WebhookClient } from './delivery/http.js'
 import { DestinationGuard } from './delivery/guard.js'
 import { ResultChannel } from './delivery/results.js'
-import { DeliveryQueues, type DeliveryJobData, type DeliveryJobReturn } from './delivery/queue.js'
+import { DeliveryQueues, attemptsOf, type DeliveryJobData, type DeliveryJobReturn, type DeliveryShard } from './delivery/queue.js'
+import { LocalAttempts } from './delivery/local.js'
 import { DeliveryPipeline, type PipelineObserver } from './delivery/pipeline.js'
 import { createProcessor, type AttemptRecord } from './delivery/worker.js'
 import { probeDurability, type Durability } from './delivery/durability.js'
@@ -29,6 +30,7 @@ import { RouteState } from './routing/state.js'
 import { DeliveryGate } from './delivery/limits.js'
 import { OperationalEvents } from './delivery/events.js'
 import { RedisProbe } from './health.js'
+import { keepsMail } from './delivery/outcome.js'
 
 export interface AppHooks {
   /** Extra observers (metrics, tests). */
@@ -128,10 +130,10 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     const redisProbe = new RedisProbe(redis)
     closers.push(async () => redisProbe.stop())
     const checkAccept = (route: Route): void => {
-      if (route.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
+      if (keepsMail(route.mode) && !durability.durable && !config.redis.allowAcceptWithoutAof) {
         throw new AppError(
           'CONFIG_ERR_INVALID',
-          `route "${route.id}": mode accept needs Redis with AOF and WAITAOF (Redis >= 7.2) or appendfsync always; this Redis ${durability.version} has ${durability.aof ? 'AOF without either' : 'no AOF'}. Set ALLOW_ACCEPT_WITHOUT_AOF=true to accept mail anyway.`,
+          `route "${route.id}": mode ${route.mode} needs Redis with AOF and WAITAOF (Redis >= 7.2) or appendfsync always; this Redis ${durability.version} has ${durability.aof ? 'AOF without either' : 'no AOF'}. Set ALLOW_ACCEPT_WITHOUT_AOF=true to accept mail anyway.`,
           { route: route.id, variable: 'ALLOW_ACCEPT_WITHOUT_AOF' },
         )
       }
@@ -146,12 +148,12 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     const routes = await RouteStore.open({ redis, pubsub, prefix: config.redis.prefix, fileRoutes, logger: log.child({ part: 'routes' }), guard })
     closers.push(() => routes.close())
     for (const r of routes.list())
-      if (r.source === 'api' && r.mode === 'accept' && !durability.durable && !config.redis.allowAcceptWithoutAof) {
+      if (r.source === 'api' && keepsMail(r.mode) && !durability.durable && !config.redis.allowAcceptWithoutAof) {
         log.warn({ route: r.id }, 'accept-mode route on a Redis that is not durable')
       }
     const acceptRoutes = routes
       .list()
-      .filter((r) => r.mode === 'accept')
+      .filter((r) => keepsMail(r.mode))
       .map((r) => r.id)
     const minReplicas = config.redis.minReplicasAck
     if (acceptRoutes.length > 0 && durability.replicas > 0 && minReplicas === 0) {
@@ -212,6 +214,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
     metrics.trackRoutes(() => routes.list().map((r) => ({ id: r.id, breaker: r.circuitBreaker !== null, condition: state.get(r.id) })))
 
     let workers: Worker<DeliveryJobData, DeliveryJobReturn>[] = []
+    // First attempts made by the listener itself, in a process that has both roles.
+    let local: LocalAttempts | null = null
     const abortJobs = new AbortController()
     // One listener per attempt in flight (up to WORKER_CONCURRENCY), not a leak.
     setMaxListeners(0, abortJobs.signal)
@@ -240,27 +244,43 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         },
       })
       closers.push(() => gate.close())
+      // Every attempt, a worker's or the listener's own, is counted and logged the same way.
+      const onAttemptIn = (shard: DeliveryShard): ((record: AttemptRecord) => void) => {
+        const shardLog = deliveries.in(shard.keys)
+        return (record) => {
+          metrics.attempt(record)
+          void shardLog.record(record)
+          hooks.attempt?.(record)
+        }
+      }
+      if (hasListener) {
+        local = new LocalAttempts(
+          {
+            client,
+            webhookTimeoutMs: config.delivery.webhookTimeoutMs,
+            log: log.child({ part: 'local' }),
+            onAttempt: (record, shard) => onAttemptIn(shard)(record),
+            signal: abortJobs.signal,
+            gate,
+          },
+          config.delivery.workerConcurrency,
+        )
+      }
       const started = queues.createWorkers(
         workerRedis,
         config.delivery.workerConcurrency,
-        (shard) => {
-          const shardLog = deliveries.in(shard.keys)
-          return createProcessor({
+        (shard) =>
+          createProcessor({
             routes,
             store: shard.store,
             client,
             channel,
             webhookTimeoutMs: config.delivery.webhookTimeoutMs,
             log: log.child({ part: 'worker', shard: shard.label }),
-            onAttempt: (record) => {
-              metrics.attempt(record)
-              void shardLog.record(record)
-              hooks.attempt?.(record)
-            },
+            onAttempt: onAttemptIn(shard),
             signal: abortJobs.signal,
             gate,
-          })
-        },
+          }),
         (job) => routes.get(job.data.route)?.retry.maxDelayMs ?? 3_600_000,
       )
       for (const { shard, worker } of started) {
@@ -273,7 +293,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           void shardLog.setState({ id: job.id, txn: d.txn, rcpt: d.rcpt, route: d.route, mode: d.mode }, 'dead', err.message)
           void events.emit(
             'delivery.dead',
-            { delivery: job.id, route: d.route, recipient: d.rcpt, txn: d.txn, attempts: job.attemptsMade, reason: err.message },
+            { delivery: job.id, route: d.route, recipient: d.rcpt, txn: d.txn, attempts: attemptsOf(job), reason: err.message },
             `${job.id}:${job.finishedOn}`,
             job.finishedOn,
           )
@@ -285,8 +305,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
 
     let lmtp: LmtpServer | null = null
     if (hasListener) {
-      const pipeline = new DeliveryPipeline(
-        {
+      const pipeline = new DeliveryPipeline({
+        routes: {
           lookup: (address) => routes.lookup(address),
           refusal: (route, rcpt) => {
             const refused = state.refusal(route, rcpt)
@@ -295,21 +315,23 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           },
         },
         queues,
-        queueRedis,
+        redis: queueRedis,
         channel,
         client,
         durability,
-        {
+        options: {
           replyTimeoutMs: config.delivery.replyTimeoutMs,
           messageTtlMs: config.delivery.messageTtlMs,
           senderCheckUrl: config.delivery.senderCheckUrl,
           checkTimeoutMs: Math.min(config.delivery.webhookTimeoutMs, 10_000),
           allowAcceptWithoutAof: config.redis.allowAcceptWithoutAof,
           minReplicasAck: minReplicas,
+          webhookTimeoutMs: config.delivery.webhookTimeoutMs,
         },
-        log.child({ part: 'pipeline' }),
-        metrics.pipelineObserver(hooks.pipeline),
-      )
+        log: log.child({ part: 'pipeline' }),
+        observer: metrics.pipelineObserver(hooks.pipeline),
+        local,
+      })
       lmtp = new LmtpServer(config.lmtp, pipeline, log.child({ part: 'lmtp' }), metrics.lmtpObserver(hooks.lmtp))
     }
 

@@ -214,7 +214,7 @@ export class Metrics {
     this.linesAbandoned.inc(0)
     for (const result of ['ok', 'failed', 'no_client_certificate']) this.starttls.inc({ result }, 0)
     for (const result of ['ok', 'failed', 'limited']) this.auth.inc({ result }, 0)
-    for (const mode of ['defer', 'accept']) this.replyTimeouts.inc({ mode }, 0)
+    for (const mode of ['defer', 'accept', 'async']) this.replyTimeouts.inc({ mode }, 0)
     this.redisErrors.inc(0)
     this.transactions.inc(0)
   }

@@ -13,7 +13,7 @@
  */
 import type { RedisClient } from '../redis/connections.js'
 import { AppError } from '../errors.js'
-import type { DeliveryJob, DeliveryShard, FoundJob } from '../delivery/queue.js'
+import { freshData, type DeliveryJob, type DeliveryShard, type FoundJob } from '../delivery/queue.js'
 import type { AdminContext } from './context.js'
 import { adminError } from './errors.js'
 
@@ -75,6 +75,7 @@ export async function replay(ctx: AdminContext, { job, shard }: FoundJob): Promi
   const log = ctx.deliveries.in(shard.keys)
   await log.setState(ref, 'retrying')
   try {
+    if (job.data.made !== undefined || job.data.deadLetter !== undefined) await job.updateData(freshData(job.data))
     await job.retry('failed', { resetAttemptsMade: true })
   } catch (err) {
     await log.setState(ref, 'dead')
@@ -169,7 +170,7 @@ async function scan(ctx: AdminContext, filter: BulkFilter): Promise<{ matches: C
       const c = page[i]!
       examined++
       last = c
-      const [raw, timestamp] = fields[i]!
+      const [raw, timestamp, atm] = fields[i]!
       if (raw === null || raw === undefined) continue
       let data: DeliveryJob['data']
       try {
@@ -177,6 +178,9 @@ async function scan(ctx: AdminContext, filter: BulkFilter): Promise<{ matches: C
       } catch {
         continue
       }
+      // Not retrying: a guard whose first attempt is under way in its listener (local.ts), or a
+      // job that has made no attempt yet (held by a pause or an open circuit).
+      if (filter.state === 'retrying' && Number(atm ?? 0) === 0 && (data.made ?? 0) === 0) continue
       const received = Number(timestamp ?? 0)
       if (filter.route !== undefined && data.route !== filter.route) continue
       if (recipient !== undefined && data.rcpt.toLowerCase() !== recipient) continue
@@ -193,7 +197,7 @@ async function scan(ctx: AdminContext, filter: BulkFilter): Promise<{ matches: C
   return { matches, nextCursor: last === null ? null : encodeCursor(last.score, last.id) }
 }
 
-/** `data` and `timestamp` of each candidate's job: one pipeline per shard (one slot each). */
+/** `data`, `timestamp` and attempts made (`atm`) of each candidate's job: one pipeline per shard (one slot each). */
 async function jobFields(page: readonly Candidate[]): Promise<(string | null)[][]> {
   const out: (string | null)[][] = new Array(page.length)
   const byShard = new Map<DeliveryShard, number[]>()
@@ -202,7 +206,7 @@ async function jobFields(page: readonly Candidate[]): Promise<(string | null)[][
     [...byShard].map(async ([shard, indexes]) => {
       const redis = (await shard.queue.getBackend().client) as unknown as RedisClient
       const pipeline = redis.pipeline()
-      for (const i of indexes) pipeline.hmget(shard.queue.toKey(page[i]!.id), 'data', 'timestamp')
+      for (const i of indexes) pipeline.hmget(shard.queue.toKey(page[i]!.id), 'data', 'timestamp', 'atm')
       const results = (await pipeline.exec()) ?? []
       indexes.forEach((i, k) => {
         const [err, values] = results[k] as [Error | null, (string | null)[]]

@@ -8,7 +8,7 @@
  */
 import type { Job } from 'bullmq'
 import type { Static } from 'typebox'
-import type { DeliveryJobData, DeliveryJobReturn } from '../delivery/queue.js'
+import { attemptsOf, type DeliveryJobData, type DeliveryJobReturn } from '../delivery/queue.js'
 import { decodeCursor, type Delivery, type DeliveryState } from '../delivery/log.js'
 import type { AdminContext, AdminFastify } from './context.js'
 import { adminError } from './errors.js'
@@ -46,7 +46,7 @@ function fromJob(job: Job<DeliveryJobData, DeliveryJobReturn>, state: string): D
     sender: null,
     messageId: null,
     state: stateOfJob(state),
-    attempts: job.attemptsMade,
+    attempts: attemptsOf(job),
     createdAt: iso(job.timestamp),
     updatedAt: iso(job.finishedOn ?? job.processedOn),
     lastStatus: null,

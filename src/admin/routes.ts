@@ -25,6 +25,7 @@ import {
   ref,
 } from './schemas.js'
 import { sendTestDelivery } from './test-delivery.js'
+import { keepsMail } from '../delivery/outcome.js'
 
 const TAGS = ['routes']
 
@@ -48,10 +49,10 @@ export function routesApi(ctx: AdminContext) {
         ? { ...definition, id }
         : definition
     const route = parseRoute(input, 'route', 'api')
-    if (route.mode !== 'accept' || ctx.durability.durable || ctx.config.redis.allowAcceptWithoutAof) return
+    if (!keepsMail(route.mode) || ctx.durability.durable || ctx.config.redis.allowAcceptWithoutAof) return
     throw adminError(
       'ADMIN_ERR_NOT_DURABLE',
-      `mode: "accept" needs Redis with AOF and WAITAOF (Redis >= 7.2) or appendfsync always; this Redis ${ctx.durability.version} has ${ctx.durability.aof ? 'AOF without either' : 'no AOF'} (ALLOW_ACCEPT_WITHOUT_AOF=true overrides)`,
+      `mode: "${route.mode}" needs Redis with AOF and WAITAOF (Redis >= 7.2) or appendfsync always; this Redis ${ctx.durability.version} has ${ctx.durability.aof ? 'AOF without either' : 'no AOF'} (ALLOW_ACCEPT_WITHOUT_AOF=true overrides)`,
       { field: 'mode' },
     )
   }
@@ -93,7 +94,7 @@ export function routesApi(ctx: AdminContext) {
           tags: TAGS,
           summary: 'Create a route',
           description:
-            'Stored in Redis and used by every replica within a second. 409 when the id or the pattern is taken (by a file route too), or for mode "accept" on a Redis that is not durable.',
+            'Stored in Redis and used by every replica within a second. 409 when the id or the pattern is taken (by a file route too), or for mode "accept" or "async" on a Redis that is not durable.',
           body: ref(RouteDefinitionSchema),
           response: { 201: ref(RouteSchema), ...errors(400, 401, 409, 413, 415) },
         },

@@ -149,7 +149,7 @@ function stateOf(record: AttemptRecord): DeliveryState {
   if (record.outcome === 'delivered') return 'delivered'
   if (record.outcome === 'rejected') return 'rejected'
   if (!record.final) return 'retrying'
-  return record.mode === 'accept' ? 'dead' : 'deferred'
+  return record.mode === 'defer' ? 'deferred' : 'dead'
 }
 
 /** A Message-ID as the log keeps it: with its angle brackets. */

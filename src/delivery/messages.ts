@@ -54,6 +54,20 @@ export class TransactionStore {
     this.local.set(txnId, fields)
   }
 
+  /**
+   * Keeps a transaction in memory only: every first attempt is made in this process and nothing
+   * else will read it (defer mode).
+   */
+  keep(txnId: string, raw: Buffer, envelope: StoredEnvelope, parts: ReadonlyMap<string, Buffer>): void {
+    this.local.set(txnId, new Map<string, Buffer>([['raw', raw], ['env', Buffer.from(JSON.stringify(envelope))], ...parts]))
+  }
+
+  /** The named fields from memory, while the transaction's session holds them (null if missing). */
+  fieldsNow(txnId: string, names: readonly string[]): (Buffer | null)[] {
+    const local = this.local.get(txnId)
+    return names.map((n) => local?.get(n) ?? null)
+  }
+
   /** Reads the named fields; missing fields (or an expired transaction) come back as null. */
   async load(txnId: string, names: readonly string[]): Promise<(Buffer | null)[]> {
     const local = this.local.get(txnId)

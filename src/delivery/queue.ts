@@ -38,6 +38,10 @@ export interface DeliveryJobData {
   readonly replyTo: string
   /** Epoch ms until which a session waits for the first attempt. */
   readonly replyBy: number
+  /** Attempts the listener made itself before a worker took the job (guards.ts). */
+  readonly made?: number
+  /** Set when the listener's attempt was refused for good: the worker fails the job with it. */
+  readonly deadLetter?: string
 }
 
 export type DeliveryJob = Job<DeliveryJobData, DeliveryJobReturn>
@@ -58,12 +62,26 @@ export class RetryableDeliveryError extends Error {
   }
 }
 
+/**
+ * Webhook attempts made for a job: BullMQ's count plus the listener's own first attempt, less the
+ * worker's pass that only turned a refused guard into a dead letter.
+ */
+export function attemptsOf(job: { readonly attemptsMade: number; readonly data: DeliveryJobData }): number {
+  return job.attemptsMade + (job.data.made ?? 0) - (job.data.deadLetter !== undefined && job.attemptsMade > 0 ? 1 : 0)
+}
+
+/** A job's data for a replay with the route's full retry schedule: no attempt made, no refusal. */
+export function freshData(data: DeliveryJobData): DeliveryJobData {
+  const { made: _made, deadLetter: _deadLetter, ...rest } = data
+  return rest
+}
+
 export function jobId(webhookId: string, txnId: string, mode: Route['mode']): string {
-  return mode === 'accept' ? webhookId : `${webhookId}.${txnId}`
+  return mode === 'defer' ? `${webhookId}.${txnId}` : webhookId
 }
 
 export function jobOptions(jobId: string, route: Route): JobsOptions {
-  if (route.mode === 'accept') {
+  if (route.mode !== 'defer') {
     return {
       jobId,
       attempts: route.retry.attempts,
@@ -241,7 +259,12 @@ export function createWorker(
       backoffStrategy: (attemptsMade, _type, err, job) => {
         const base = (job?.opts.backoff as { delay?: number } | undefined)?.delay ?? 30_000
         const retryAfter = err instanceof RetryableDeliveryError ? err.retryAfterMs : undefined
-        return backoffDelay(attemptsMade, base, job ? maxDelayFor(job as DeliveryJob) : 3_600_000, retryAfter)
+        return backoffDelay(
+          attemptsMade + ((job?.data as DeliveryJobData | undefined)?.made ?? 0),
+          base,
+          job ? maxDelayFor(job as DeliveryJob) : 3_600_000,
+          retryAfter,
+        )
       },
     },
   })

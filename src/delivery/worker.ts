@@ -1,7 +1,8 @@
 /**
  * The delivery processor: one job = one webhook attempt for one recipient. It loads the stored
- * transaction (one HMGET), builds and signs the request, makes one attempt, maps the answer to the
- * recipient's LMTP reply, and sends that reply to the waiting session after the first attempt.
+ * transaction (one HMGET), makes one attempt (attempt.ts), and sends the recipient's reply to the
+ * waiting session after the first attempt. A job whose first attempt the listener made itself (a
+ * guard, local.ts) reaches a worker only as a retry, a dead letter, or when that process died.
  */
 import { UnrecoverableError } from 'bullmq'
 import type { Logger } from 'pino'
@@ -10,32 +11,12 @@ import type { Route } from '../routing/schema.js'
 import type { WebhookClient } from './http.js'
 import type { TransactionStore } from './messages.js'
 import { RetryableDeliveryError, type DeliveryJob, type DeliveryJobReturn } from './queue.js'
-import type { ResultChannel, Outcome } from './results.js'
-import { buildRequest, requiredFields } from './request.js'
-import { decideReply } from './outcome.js'
+import type { ResultChannel } from './results.js'
+import { requiredFields } from './request.js'
 import type { DeliveryGate, Permit } from './limits.js'
-import { storedSummary } from './summary.js'
+import { attemptDelivery, type AttemptRecord } from './attempt.js'
 
-export interface AttemptRecord {
-  readonly jobId: string
-  readonly txn: string
-  readonly rcpt: string
-  readonly route: string
-  readonly mode: Route['mode']
-  /** Reverse path of the message ('' for the null sender). */
-  readonly sender: string
-  /** Message-ID of the message, with its angle brackets; null when it has none. */
-  readonly messageId: string | null
-  readonly attempt: number
-  readonly status: number | undefined
-  readonly error: string | undefined
-  readonly durationMs: number
-  readonly outcome: Outcome
-  readonly reply: string
-  readonly responseSnippet: string
-  /** No further attempt will be made (delivered, rejected, defer mode, or out of attempts). */
-  readonly final: boolean
-}
+export type { AttemptRecord } from './attempt.js'
 
 export interface ProcessorDeps {
   readonly routes: { get(id: string): Route | undefined }
@@ -60,7 +41,9 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
   return async (job, token) => {
     const d = job.data
     const jobId = job.id!
-    const first = job.attemptsMade === 0
+    // Attempts the listener made itself before this job was first taken (its guard, local.ts).
+    const made = d.made ?? 0
+    const first = job.attemptsMade === 0 && made === 0
     const log = deps.log.child({ job: jobId, txn: d.txn, rcpt: d.rcpt, route: d.route })
     if (d.mode === 'defer' && Date.now() > d.replyBy) {
       // The session has answered 451 already and the MTA will deliver again: an attempt now
@@ -68,6 +51,8 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
       log.debug('defer-mode job started after its reply deadline: skipped')
       return { outcome: 'skipped' }
     }
+    // The listener's attempt was refused for good: the guard became a dead letter with its reason.
+    if (d.deadLetter !== undefined) throw new UnrecoverableError(d.deadLetter)
     const route = deps.routes.get(d.route)
     // Pause, circuit breaker, concurrency and rate limits: go now, wait, or hold (limits.ts).
     let permit: Permit | undefined
@@ -93,50 +78,29 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
         await deps.channel
           .publish(d.replyTo, { id: jobId, reply: gone(what), outcome: 'temporary' })
           .catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
-      if (d.mode === 'accept') throw new UnrecoverableError(what)
+      if (d.mode !== 'defer') throw new UnrecoverableError(what)
       return { outcome: 'temporary' }
     }
-    const request = buildRequest(route, fields, d.rcpt, d.webhookId)
-    const result = await deps.client.attempt({
-      url: route.url,
-      headers: request.headers,
-      body: request.body,
-      deadlineMs: route.timeoutMs ?? deps.webhookTimeoutMs,
-      signal: deps.signal,
-    })
-    const decision = decideReply(result, route, d.rcpt)
-    if (permit) {
-      const outcome = result.error?.code === 'HOOK_ERR_ABORTED' ? 'aborted' : decision.outcome
-      await deps.gate!.after(route, permit, { outcome, status: result.status, error: result.error?.code })
-    }
-    const attempt = job.attemptsMade + 1
-    const lastAttempt = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
-    const final = decision.outcome !== 'temporary' || lastAttempt
-    log.info({ attempt, status: result.status, error: result.error?.code, durationMs: result.durationMs, outcome: decision.outcome }, 'webhook attempt')
-    deps.onAttempt?.({
-      jobId,
-      txn: d.txn,
-      rcpt: d.rcpt,
-      route: d.route,
-      mode: d.mode,
-      ...storedSummary(route, fields),
-      attempt,
-      status: result.status,
-      error: result.error?.code,
-      durationMs: result.durationMs,
-      outcome: decision.outcome,
-      reply: `${decision.reply.code} ${decision.reply.enhanced ?? ''}`.trim(),
-      responseSnippet: result.bodySnippet,
-      final,
-    })
+    const attempt = made + job.attemptsMade + 1
+    const last = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
+    const { decision, result } = await attemptDelivery(
+      deps,
+      { route, fields, jobId, txn: d.txn, rcpt: d.rcpt, webhookId: d.webhookId, attempt, last, permit },
+      log,
+    )
     // Best effort: a lost result makes the session time out, which gives the safe reply. It must
     // not turn an answered attempt into a failed job (accept mode would send it again).
     if (first)
       await deps.channel
         .publish(d.replyTo, { id: jobId, reply: decision.reply, outcome: decision.outcome, status: result.status })
         .catch((err: unknown) => log.warn({ err }, 'could not send the result to the waiting session'))
-    if (d.mode === 'accept') {
-      if (decision.outcome === 'temporary') throw new RetryableDeliveryError(failureReason(result.status, result.error?.code), result.retryAfterMs)
+    if (d.mode !== 'defer') {
+      if (decision.outcome === 'temporary') {
+        const reason = failureReason(result.status, result.error?.code)
+        // Counted with the listener's own attempts, which BullMQ does not know of.
+        if (last) throw new UnrecoverableError(`${reason} (attempt ${attempt} of ${job.opts.attempts ?? 1})`)
+        throw new RetryableDeliveryError(reason, result.retryAfterMs)
+      }
       // A permanent refusal is kept as a dead letter even when the session may have passed it on:
       // the worker cannot know whether the MTA heard it or was told "queued" (deadline, lost
       // result), and only the dead letter keeps the second case from losing the mail silently.

@@ -87,9 +87,10 @@ export const RouteDefinitionSchema = Type.Object(
     ),
     timeout: Type.Optional(Duration('Deadline of one webhook attempt: seconds, or a string such as "10s" or "500ms".')),
     mode: Type.Optional(
-      Type.Enum(['defer', 'accept'], {
+      Type.Enum(['defer', 'accept', 'async'], {
         default: 'defer',
-        description: 'defer: a failed delivery is a 4xx for the MTA to retry; accept: 250 at once, retried here.',
+        description:
+          "defer: the webhook's answer is the MTA's reply, a failure a 4xx for the MTA to retry; accept: the webhook's answer, or 250 and retried here when it fails; async: 250 once queued, delivered afterwards with retries.",
       }),
     ),
     retry: Type.Optional(
@@ -167,7 +168,7 @@ export const RouteDefinitionSchema = Type.Object(
 export type RouteDefinition = Static<typeof RouteDefinitionSchema>
 
 export type RouteFormat = 'json' | 'json+raw' | 'raw'
-export type RouteMode = 'defer' | 'accept'
+export type RouteMode = 'defer' | 'accept' | 'async'
 export type RouteSource = 'file' | 'api'
 
 export interface RouteReply {
@@ -261,7 +262,7 @@ const EXPECTED: Record<string, string> = {
   headers: `a map of header name to value (at most ${LIMITS.headers})`,
   'headers.*': `a header value of at most ${LIMITS.headerValue} characters without line breaks`,
   timeout: 'a duration: seconds or a string such as "10s", "500ms", "2m"',
-  mode: 'one of "defer", "accept"',
+  mode: 'one of "defer", "accept", "async"',
   retry: 'a map with attempts, backoff and maxDelay',
   'retry.attempts': `an integer from ${LIMITS.attempts.min} to ${LIMITS.attempts.max}`,
   'retry.backoff': 'a duration: seconds or a string such as "30s", "5m"',
