@@ -1,7 +1,8 @@
 /**
- * The naive peer of the end-to-end benchmark: nodemailer's smtp-server in LMTP mode that parses
- * each message with mailparser and POSTs it to the webhook with undici, once per recipient, and
- * answers with the status. No queue, no store, no durability. Prints its port on stdout.
+ * The forwarder peer of the end-to-end benchmark, a parsing forwarder with no queue: nodemailer's
+ * smtp-server in LMTP mode that parses each message with mailparser and POSTs it to the webhook
+ * with undici, once per recipient, and answers with the status. No queue, no store, no
+ * durability. Prints its port on stdout.
  */
 import { SMTPServer } from 'smtp-server'
 import { simpleParser } from 'mailparser'
