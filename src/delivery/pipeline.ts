@@ -204,6 +204,9 @@ export class DeliveryPipeline implements LmtpHandler {
       // Redis has stored the transaction before its jobs exist.
       const ttl = keeps ? this.options.messageTtlMs : Math.max(this.options.replyTimeoutMs * 4, 300_000)
       const saved = inRedis ? store.save(envelope.id, raw, stored, parts, ttl) : (store.keep(envelope.id, raw, stored, parts), undefined)
+      // A first attempt the gate hands over to the workers (any replica) needs the message in Redis.
+      let inRedisNow = saved
+      const ensureStored = (): Promise<void> => (inRedisNow ??= store.save(envelope.id, raw, stored, parts, ttl))
       const added = guards.add(planned.map((p) => p.entry))
       // Accept and async may only say 250 once the jobs are on disk (and on the replicas asked
       // for); WAITAOF/WAIT follow the writes on their connection and cover them. Unconfirmed,
@@ -237,7 +240,7 @@ export class DeliveryPipeline implements LmtpHandler {
           // Still queued or retrying (an MTA's resend of mail queued here): answered at once.
           if (state === 'pending' || p.route.mode === 'async') return null
           if (!p.here) return null // heard on the result channel below
-          return this.attemptHere(guards, p, fieldsOf(p.route), replyBy)
+          return this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored)
         }),
       )
       const results = await heardNew(waited.length === 0 ? 0 : Math.max(0, replyBy - Date.now()))
@@ -255,7 +258,7 @@ export class DeliveryPipeline implements LmtpHandler {
         this.observe(out, mode, first === null && mode !== 'async')
         return out
       })
-      if (inRedis && !keeps && results.every((r) => r !== null) && firsts.every((f) => f !== null)) {
+      if (inRedisNow !== undefined && !keeps && results.every((r) => r !== null) && firsts.every((f) => f !== null)) {
         store.remove(envelope.id).catch((err: unknown) => this.log.warn({ err, txn: envelope.id }, 'could not remove an answered transaction'))
       }
       return replies
@@ -300,7 +303,13 @@ export class DeliveryPipeline implements LmtpHandler {
   }
 
   /** The first attempt, here; then the guard is removed, rescheduled, dead-lettered or handed over. */
-  private async attemptHere(guards: GuardJobs, p: Planned, fields: (Buffer | null)[], replyBy: number): Promise<FirstAttempt | null> {
+  private async attemptHere(
+    guards: GuardJobs,
+    p: Planned,
+    fields: (Buffer | null)[],
+    replyBy: number,
+    ensureStored: () => Promise<void>,
+  ): Promise<FirstAttempt | null> {
     const mode = p.route.mode
     const result = await this.local!.run({
       shard: guards.shard,
@@ -313,7 +322,10 @@ export class DeliveryPipeline implements LmtpHandler {
       last: mode === 'defer' || p.route.retry.attempts <= 1,
       slotBy: replyBy,
     })
-    if (result.kind === 'gated') return this.handOver(guards, p, replyBy)
+    if (result.kind === 'gated') {
+      await ensureStored()
+      return this.handOver(guards, p, replyBy)
+    }
     void this.settle(guards, p, result).catch((err: unknown) =>
       this.log.warn({ err, job: p.id }, 'could not settle the guard job; a worker takes it when it falls due'),
     )

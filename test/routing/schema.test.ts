@@ -88,7 +88,7 @@ t.test('every schema error names the route and the field and says what was expec
     [{ ...base, id: 'x'.repeat(65) }, 'routes[2]: id: expected an id of 1 to 64'],
     [{ ...base, match: 'nope' }, 'routes[2] (id "sales"): match: expected a recipient pattern'],
     [{ ...base, format: 'xml' }, 'format: expected one of "json", "json+raw", "raw", got "xml"'],
-    [{ ...base, mode: 'later' }, 'mode: expected one of "defer", "accept", got "later"'],
+    [{ ...base, mode: 'later' }, 'mode: expected one of "defer", "accept", "async", got "later"'],
     [{ ...base, timeout: 'soon' }, 'timeout: expected a duration: seconds or a string such as "10s"'],
     [{ ...base, timeout: '10 sec' }, 'timeout: expected a duration'],
     [{ ...base, timeout: -1 }, 'timeout: expected a duration'],
