@@ -15,6 +15,7 @@ import { buildRequest, requiredFields } from './request.js'
 import { decideReply } from './outcome.js'
 import type { DeliveryGate, Permit } from './limits.js'
 import { storedSummary } from './summary.js'
+import { guardHook } from '../observers.js'
 
 export interface AttemptRecord {
   readonly jobId: string
@@ -57,6 +58,9 @@ const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
 export const failureReason = (status: number | undefined, error: string | undefined): string => `webhook answered ${status ?? error}`
 
 export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?: string) => Promise<DeliveryJobReturn> {
+  // Metrics and log hooks watch the attempt; one that throws must not fail a delivered job (accept
+  // mode would send it again).
+  const onAttempt = deps.onAttempt ? guardHook('onAttempt', deps.onAttempt, deps.log) : undefined
   return async (job, token) => {
     const d = job.data
     const jobId = job.id!
@@ -113,7 +117,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
     const lastAttempt = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
     const final = decision.outcome !== 'temporary' || lastAttempt
     log.info({ attempt, status: result.status, error: result.error?.code, durationMs: result.durationMs, outcome: decision.outcome }, 'webhook attempt')
-    deps.onAttempt?.({
+    onAttempt?.({
       jobId,
       txn: d.txn,
       rcpt: d.rcpt,
