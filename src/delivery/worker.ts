@@ -11,7 +11,7 @@ import type { WebhookClient } from './http.js'
 import type { TransactionStore } from './messages.js'
 import { RetryableDeliveryError, type DeliveryJob, type DeliveryJobReturn } from './queue.js'
 import type { ResultChannel, Outcome } from './results.js'
-import { buildRequest, requiredFields } from './request.js'
+import { buildRequest, extraFields, requiredFields } from './request.js'
 import { decideReply } from './outcome.js'
 import type { DeliveryGate, Permit } from './limits.js'
 import { storedSummary } from './summary.js'
@@ -88,7 +88,10 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
       }
       permit = decision.permit
     }
-    const fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
+    let fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
+    // A message the parser gave up on is always sent with its raw form (one more read, rare).
+    const extra = route && fields.every((f) => f !== null) ? extraFields(route, fields) : []
+    if (extra.length > 0) fields = [...fields, ...(await deps.store.load(d.txn, extra))]
     if (!route || fields.some((f) => f === null)) {
       const what = !route ? 'Route was removed' : 'Stored message expired'
       if (route && permit) await deps.gate!.after(route, permit, null)
