@@ -4,18 +4,18 @@
  * message once, adds one job per recipient in one round trip, and waits for each first attempt
  * through the result channel up to the reply timeout.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Envelope, LmtpHandler, RecipientVerdict, Sender, SessionInfo, Verdict, XForward } from '../lmtp/types.js'
 import { reply, type Reply } from '../lmtp/reply.js'
 import type { Route } from '../routing/schema.js'
-import { deriveWebhookId } from './signing.js'
+import { deriveWebhookId, parseSecret, webhookHeaders } from './signing.js'
 import { jobId, jobOptions, type DeliveryJobData, type DeliveryQueues } from './queue.js'
 import type { ResultChannel, DeliveryResult } from './results.js'
 import { waitDurable, type Durability } from './durability.js'
 import { writeSession, type RedisClient } from '../redis/connections.js'
-import { messageParts, type StoredEnvelope } from './request.js'
+import { messageParts, routeSecretKeys, type StoredEnvelope } from './request.js'
 import { envelopeInfo } from './payload.js'
 import type { WebhookClient } from './http.js'
 import { decideReply, queuedReply } from './outcome.js'
@@ -24,6 +24,8 @@ export interface PipelineOptions {
   readonly replyTimeoutMs: number
   readonly messageTtlMs: number
   readonly senderCheckUrl: string | null
+  /** Signs the sender check like a delivery (SENDER_CHECK_SECRET); absent or null: unsigned. */
+  readonly senderCheckSecret?: string | null
   readonly checkTimeoutMs: number
   readonly allowAcceptWithoutAof: boolean
   /** Replicas that must acknowledge accept-mode writes before a 250 (REDIS_MIN_REPLICAS_ACK). */
@@ -45,6 +47,9 @@ const DURABLE_WAIT_MS = 4_000
 
 export const deferReply = (): Reply => reply(451, '4.3.0', 'Delivery not confirmed in time, try again later')
 export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
+
+/** The `webhook-id` of one sender or recipient check: new for every call (a check is not retried). */
+const checkId = (): string => `chk_${randomBytes(16).toString('base64url')}`
 
 async function collect(message: Readable): Promise<Buffer> {
   const parts: Buffer[] = []
@@ -74,7 +79,14 @@ export class DeliveryPipeline implements LmtpHandler {
     const url = this.options.senderCheckUrl
     if (url === null) return undefined
     const body = JSON.stringify({ type: 'sender-check', mailFrom: sender.address, lhlo: session.lhlo, clientAddress: session.remoteAddress, xforward })
-    const result = await this.client.attempt({ url, headers: { 'content-type': 'application/json' }, body, deadlineMs: this.options.checkTimeoutMs })
+    const secret = this.options.senderCheckSecret ?? null
+    const keys = secret === null ? [] : [parseSecret(secret, 'SENDER_CHECK_SECRET')]
+    const result = await this.client.attempt({
+      url,
+      headers: { 'content-type': 'application/json', ...webhookHeaders(keys, checkId(), body) },
+      body,
+      deadlineMs: this.options.checkTimeoutMs,
+    })
     const decision = decideReply(result, undefined, sender.address === '' ? '<>' : sender.address)
     if (decision.outcome === 'delivered') return undefined
     if (decision.outcome === 'temporary') return reply(451, '4.3.0', 'Sender check unavailable, try again later')
@@ -94,7 +106,8 @@ export class DeliveryPipeline implements LmtpHandler {
     const body = JSON.stringify({ type: 'recipient-check', rcptTo: address, route: route.id })
     const result = await this.client.attempt({
       url: route.recipientCheckUrl!,
-      headers: { 'content-type': 'application/json', ...route.headers },
+      // signed with the route's secrets, as its deliveries are
+      headers: { ...route.headers, 'content-type': 'application/json', ...webhookHeaders(routeSecretKeys(route), checkId(), body) },
       body,
       deadlineMs: this.options.checkTimeoutMs,
     })

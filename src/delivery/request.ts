@@ -47,7 +47,8 @@ export async function messageParts(raw: Buffer, routes: readonly Route[], sha256
 }
 
 const secretCache = new WeakMap<Route, Buffer[]>()
-function secretKeys(route: Route): Buffer[] {
+/** The route's signing keys (parsed once per route object); empty when it has no secrets. */
+export function routeSecretKeys(route: Route): Buffer[] {
   let keys = secretCache.get(route)
   if (!keys) secretCache.set(route, (keys = route.secrets.map((s) => parseSecret(s))))
   return keys
@@ -77,6 +78,6 @@ export function buildRequest(
     body = spliceJsonBody(fields[1]!, envelope.size, envelope, { address: rcpt, webhookId }, raw ? 'json+raw' : route.format, raw)
     contentHeaders = { 'content-type': 'application/json' }
   }
-  const signed = webhookHeaders(secretKeys(route), webhookId, body)
+  const signed = webhookHeaders(routeSecretKeys(route), webhookId, body)
   return { headers: { ...route.headers, ...contentHeaders, ...signed }, body }
 }
