@@ -323,6 +323,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
           replyTimeoutMs: config.delivery.replyTimeoutMs,
           messageTtlMs: config.delivery.messageTtlMs,
           senderCheckUrl: config.delivery.senderCheckUrl,
+          senderCheckSecret: config.delivery.senderCheckSecret,
           checkTimeoutMs: Math.min(config.delivery.webhookTimeoutMs, 10_000),
           allowAcceptWithoutAof: config.redis.allowAcceptWithoutAof,
           minReplicasAck: minReplicas,

@@ -102,6 +102,8 @@ export interface Config {
     readonly replyTimeoutMs: number
     readonly messageTtlMs: number
     readonly senderCheckUrl: string | null
+    /** SENDER_CHECK_SECRET: Standard Webhooks signing secret of the sender check; null: unsigned. */
+    readonly senderCheckSecret: string | null
     readonly webhookTimeoutMs: number
     readonly connectTimeoutMs: number
     readonly allowCidrs: readonly string[]
@@ -526,6 +528,7 @@ export function loadConfig(env: Env): Config {
       replyTimeoutMs: duration(env, 'REPLY_TIMEOUT', 30_000, 10),
       messageTtlMs: duration(env, 'MESSAGE_TTL', 7 * 86_400_000, 1000),
       senderCheckUrl: url(env, 'SENDER_CHECK_URL'),
+      senderCheckSecret: secret(env, 'SENDER_CHECK_SECRET'),
       webhookTimeoutMs: duration(env, 'WEBHOOK_TIMEOUT', 15_000, 10),
       connectTimeoutMs: duration(env, 'WEBHOOK_CONNECT_TIMEOUT', 5_000, 10),
       allowCidrs: cidrs(env, 'WEBHOOK_ALLOW_CIDRS'),

@@ -379,6 +379,13 @@ const table: Variable[] = [
     invalid: ['hunter2', `whsec_${Buffer.alloc(8, 7).toString('base64')}`],
   },
   {
+    name: 'SENDER_CHECK_SECRET',
+    path: 'delivery.senderCheckSecret',
+    fallback: null,
+    valid: [[`whsec_${Buffer.alloc(32, 9).toString('base64')}`, `whsec_${Buffer.alloc(32, 9).toString('base64')}`]],
+    invalid: ['hunter2', `whsec_${Buffer.alloc(8, 9).toString('base64')}`],
+  },
+  {
     name: 'WEBHOOK_DENY_CIDRS',
     path: 'delivery.denyCidrs',
     fallback: [],

@@ -2,8 +2,7 @@
  * One webhook attempt for one recipient, wherever it runs: a worker taking a job, or the listener
  * making the first attempt itself (local.ts). Builds and signs the request from the transaction's
  * fields, sends it under the route's deadline, tells the route gate how it went, maps the answer
- * to the recipient's reply, and reports the attempt to the observer (delivery log, metrics) without
- * letting a throwing observer change the delivery.
+ * to the recipient's reply, and reports the attempt to the observer (delivery log, metrics).
  */
 import type { Logger } from 'pino'
 import type { Route } from '../routing/schema.js'
@@ -39,6 +38,7 @@ export interface AttemptDeps {
   readonly client: WebhookClient
   readonly webhookTimeoutMs: number
   readonly log: Logger
+  /** Guarded by the caller (guardHook): an observer never changes a delivery. */
   readonly onAttempt?: ((record: AttemptRecord) => void) | undefined
   readonly signal?: AbortSignal | undefined
   readonly gate?: DeliveryGate | undefined
@@ -85,28 +85,22 @@ export async function attemptDelivery(deps: AttemptDeps, input: AttemptInput, lo
     { attempt: input.attempt, status: result.status, error: result.error?.code, durationMs: result.durationMs, outcome: decision.outcome },
     'webhook attempt',
   )
-  if (deps.onAttempt) {
-    try {
-      deps.onAttempt({
-        jobId: input.jobId,
-        txn: input.txn,
-        rcpt: input.rcpt,
-        route: route.id,
-        mode: route.mode,
-        ...storedSummary(route, input.fields),
-        attempt: input.attempt,
-        status: result.status,
-        error: result.error?.code,
-        durationMs: result.durationMs,
-        outcome: decision.outcome,
-        reply: `${decision.reply.code} ${decision.reply.enhanced ?? ''}`.trim(),
-        responseSnippet: result.bodySnippet,
-        final,
-      })
-    } catch (err) {
-      // An observer (metrics, log, hooks) must never turn an answered attempt into a failure.
-      log.warn({ err }, 'an attempt observer failed')
-    }
-  }
+  // The observer is guarded by whoever built `deps` (guardHook): it cannot change the delivery.
+  deps.onAttempt?.({
+    jobId: input.jobId,
+    txn: input.txn,
+    rcpt: input.rcpt,
+    route: route.id,
+    mode: route.mode,
+    ...storedSummary(route, input.fields),
+    attempt: input.attempt,
+    status: result.status,
+    error: result.error?.code,
+    durationMs: result.durationMs,
+    outcome: decision.outcome,
+    reply: `${decision.reply.code} ${decision.reply.enhanced ?? ''}`.trim(),
+    responseSnippet: result.bodySnippet,
+    final,
+  })
   return { decision, result }
 }

@@ -13,6 +13,7 @@
 import type { Route } from '../routing/schema.js'
 import { attemptDelivery, type AttemptDeps, type AttemptOutcome, type AttemptRecord } from './attempt.js'
 import type { DeliveryShard } from './queue.js'
+import { guardHook } from '../observers.js'
 
 export interface LocalAttemptsDeps extends Omit<AttemptDeps, 'onAttempt'> {
   /** Each attempt, with the shard of its job (the delivery log is kept per shard). */
@@ -40,10 +41,15 @@ export class LocalAttempts {
   private running = 0
   private readonly waiting: { resolve: (got: boolean) => void; timer: NodeJS.Timeout }[] = []
 
+  private readonly onAttempt: ((record: AttemptRecord, shard: DeliveryShard) => void) | undefined
+
   constructor(
     private readonly deps: LocalAttemptsDeps,
     private readonly concurrency: number,
-  ) {}
+  ) {
+    // Metrics and log hooks watch the attempt; one that throws must not change the delivery.
+    this.onAttempt = deps.onAttempt ? guardHook('onAttempt', deps.onAttempt, deps.log) : undefined
+  }
 
   async run(a: LocalAttempt): Promise<LocalResult> {
     if (!(await this.acquire(a.slotBy))) return { kind: 'none' }
@@ -55,7 +61,7 @@ export class LocalAttempts {
         if (decision.kind !== 'go') return { kind: 'gated' }
         permit = decision.permit
       }
-      const onAttempt = this.deps.onAttempt
+      const onAttempt = this.onAttempt
       const outcome = await attemptDelivery(
         { ...this.deps, onAttempt: onAttempt && ((record) => onAttempt(record, a.shard)) },
         { route: a.route, fields: a.fields, jobId: a.jobId, txn: a.txn, rcpt: a.rcpt, webhookId: a.webhookId, attempt: 1, last: a.last, permit },

@@ -49,6 +49,12 @@ export interface ParsedAttachment {
 export interface ParsedMessage {
   /** Message-ID with its angle brackets, as in the header. */
   readonly messageId: string | null
+  /**
+   * Set only when the MIME parser gave up on the message (`unparsedMessage`): why. The message is
+   * delivered all the same, with `headers` from the raw header section, no body or attachments,
+   * and the raw message always in the payload.
+   */
+  readonly parseError?: string
   /** Date header as ISO 8601 (UTC); `null` when absent or unreadable. */
   readonly date: string | null
   readonly subject: string | null
@@ -219,6 +225,57 @@ export async function parseMessage(raw: Buffer, sha256?: string): Promise<Parsed
     size: raw.length,
     sha256: sha256 ?? createHash('sha256').update(raw).digest('hex'),
   }
+}
+
+/** Longest `parseError` kept (mailparser's messages are short; a cause chain might not be). */
+const PARSE_ERROR_CHARS = 200
+
+/**
+ * The message of a raw message the MIME parser could not handle (mailparser refuses more than
+ * 1,000 MIME parts and more than 1 MiB of header in one part, for example): every header field
+ * from the raw header section (this parser is linear and never gives up), the Message-ID from
+ * it, nothing decoded. Serialised with `parseError` right after `messageId`; `isUnparsedJson`
+ * recognises it.
+ */
+export function unparsedMessage(raw: Buffer, reason: string, sha256?: string): ParsedMessage {
+  const headers = parseHeaderFields(raw)
+  const id = headers.find((h) => h.name.toLowerCase() === 'message-id')?.value
+  return {
+    messageId: id !== undefined && id !== '' && id.length <= 512 ? id : null,
+    parseError: reason.length > PARSE_ERROR_CHARS ? `${reason.slice(0, PARSE_ERROR_CHARS - 1)}…` : reason,
+    date: null,
+    subject: null,
+    from: [],
+    to: [],
+    cc: [],
+    bcc: [],
+    replyTo: [],
+    inReplyTo: null,
+    references: [],
+    headers,
+    text: null,
+    html: null,
+    attachments: [],
+    size: raw.length,
+    sha256: sha256 ?? createHash('sha256').update(raw).digest('hex'),
+  }
+}
+
+/** Parses the message, or, when the parser gives up, gives its `unparsedMessage`: never throws. */
+export async function parseOrDescribe(raw: Buffer, sha256?: string): Promise<ParsedMessage> {
+  try {
+    return await parseMessage(raw, sha256)
+  } catch (err) {
+    return unparsedMessage(raw, err instanceof Error ? err.message : String(err), sha256)
+  }
+}
+
+const UNPARSED_JSON = /^\{"messageId":(?:"(?:[^"\\]|\\.)*"|null),"parseError":/
+
+/** Whether a serialised `message` object (`messageJson`) is that of an unparsed message. */
+export function isUnparsedJson(message: Buffer): boolean {
+  // messageId is at most 512 characters there, 6 bytes each at worst once escaped
+  return UNPARSED_JSON.test(message.subarray(0, 3200).toString('utf8'))
 }
 
 const messageCache = new WeakMap<ParsedMessage, Map<number, Buffer>>()

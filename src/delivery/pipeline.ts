@@ -7,19 +7,19 @@
  * process leaves the attempt to the workers and hears its result on the result channel. Either
  * way each recipient's reply comes from one decision (`recipientOutcome`, outcome.ts).
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Envelope, LmtpHandler, RecipientVerdict, Sender, SessionInfo, Verdict, XForward } from '../lmtp/types.js'
 import { reply, type Reply } from '../lmtp/reply.js'
 import type { Route } from '../routing/schema.js'
-import { deriveWebhookId } from './signing.js'
+import { deriveWebhookId, parseSecret, webhookHeaders } from './signing.js'
 import { backoffDelay, jobId, jobOptions, type DeliveryJobData, type DeliveryQueues, type DeliveryShard } from './queue.js'
 import type { ResultChannel } from './results.js'
 import { waitDurable, type Durability } from './durability.js'
 import { writeSession, type RedisClient } from '../redis/connections.js'
-import { messageParts, requiredFields, type StoredEnvelope } from './request.js'
-import { envelopeInfo } from './payload.js'
+import { extraFields, messageParts, requiredFields, routeSecretKeys, type StoredEnvelope } from './request.js'
+import { envelopeInfo, isUnparsedJson } from './payload.js'
 import type { WebhookClient } from './http.js'
 import { decideReply, keepsMail, notConfirmedReply, recipientOutcome, type FirstAttempt } from './outcome.js'
 import { GuardJobs, type GuardEntry, type GuardState } from './guards.js'
@@ -30,6 +30,8 @@ export interface PipelineOptions {
   readonly replyTimeoutMs: number
   readonly messageTtlMs: number
   readonly senderCheckUrl: string | null
+  /** Signs the sender check like a delivery (SENDER_CHECK_SECRET); absent or null: unsigned. */
+  readonly senderCheckSecret?: string | null
   readonly checkTimeoutMs: number
   readonly allowAcceptWithoutAof: boolean
   /** Replicas that must acknowledge accept-mode writes before a 250 (REDIS_MIN_REPLICAS_ACK). */
@@ -71,6 +73,9 @@ export const GUARD_MARGIN_MS = 5_000
 export const deferReply = notConfirmedReply
 export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
 const alreadyDelivered = (rcpt: string): FirstAttempt => ({ reply: reply(250, '2.0.0', `<${rcpt}> already delivered`), outcome: 'delivered' })
+
+/** The `webhook-id` of one sender or recipient check: new for every call (a check is not retried). */
+const checkId = (): string => `chk_${randomBytes(16).toString('base64url')}`
 
 async function collect(message: Readable): Promise<Buffer> {
   const parts: Buffer[] = []
@@ -123,7 +128,14 @@ export class DeliveryPipeline implements LmtpHandler {
     const url = this.options.senderCheckUrl
     if (url === null) return undefined
     const body = JSON.stringify({ type: 'sender-check', mailFrom: sender.address, lhlo: session.lhlo, clientAddress: session.remoteAddress, xforward })
-    const result = await this.client.attempt({ url, headers: { 'content-type': 'application/json' }, body, deadlineMs: this.options.checkTimeoutMs })
+    const secret = this.options.senderCheckSecret ?? null
+    const keys = secret === null ? [] : [parseSecret(secret, 'SENDER_CHECK_SECRET')]
+    const result = await this.client.attempt({
+      url,
+      headers: { 'content-type': 'application/json', ...webhookHeaders(keys, checkId(), body) },
+      body,
+      deadlineMs: this.options.checkTimeoutMs,
+    })
     const decision = decideReply(result, undefined, sender.address === '' ? '<>' : sender.address)
     if (decision.outcome === 'delivered') return undefined
     if (decision.outcome === 'temporary') return reply(451, '4.3.0', 'Sender check unavailable, try again later')
@@ -143,7 +155,8 @@ export class DeliveryPipeline implements LmtpHandler {
     const body = JSON.stringify({ type: 'recipient-check', rcptTo: address, route: route.id })
     const result = await this.client.attempt({
       url: route.recipientCheckUrl!,
-      headers: { 'content-type': 'application/json', ...route.headers },
+      // signed with the route's secrets, as its deliveries are
+      headers: { ...route.headers, 'content-type': 'application/json', ...webhookHeaders(routeSecretKeys(route), checkId(), body) },
       body,
       deadlineMs: this.options.checkTimeoutMs,
     })
@@ -170,6 +183,9 @@ export class DeliveryPipeline implements LmtpHandler {
     }
     const keeps = routes.some((r) => keepsMail(r.mode))
     const parts = await messageParts(raw, routes, sha256)
+    if ([...parts.values()].some(isUnparsedJson)) {
+      this.log.warn({ txn: envelope.id, size: raw.length }, 'the message could not be parsed: delivered with its raw form and message.parseError')
+    }
     const replyBy = started + this.options.replyTimeoutMs
     const webhookIds = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
     const ids = webhookIds.map((id, i) => jobId(id, envelope.id, routes[i]!.mode))
@@ -224,7 +240,11 @@ export class DeliveryPipeline implements LmtpHandler {
       }
       // Durability is confirmed while the first attempts run.
       const [, states] = await Promise.all([saved, added])
-      const fieldsOf = (route: Route): (Buffer | null)[] => store.fieldsNow(envelope.id, requiredFields(route))
+      const fieldsOf = (route: Route): (Buffer | null)[] => {
+        const fields = store.fieldsNow(envelope.id, requiredFields(route))
+        // A message the parser gave up on is always sent with its raw form.
+        return [...fields, ...store.fieldsNow(envelope.id, extraFields(route, fields))]
+      }
       const revived = await Promise.all(planned.map((p, k) => (states[k] === 'dead' ? this.revive(guards, p) : states[k]!)))
       // Only new jobs have a first attempt to wait for: a resend of one already queued is answered
       // at once. (Registered again before the first registration goes, so no result can slip by.)

@@ -243,6 +243,16 @@ class Limit {
   }
 }
 
+/**
+ * How soon the job of a process that died mid-attempt runs again. BullMQ's defaults (a 30 s lock,
+ * a stall check every 30 s) left such a job `active` for up to a minute; with a 10 s lock renewed
+ * every 5 s and a check every 5 s it goes back to the queue within 15 s of the crash (docs/
+ * architecture.md, "Crash safety"). Each stall counts: past `maxStalledCount` the job fails (an
+ * accept-mode dead letter), so a few crashes in a row, or an event loop blocked past the lock,
+ * are tolerated before that.
+ */
+export const STALL_SETTINGS = { lockDuration: 10_000, stalledInterval: 5_000, maxStalledCount: 3 } as const
+
 export function createWorker(
   connection: RedisClient,
   prefix: string,
@@ -255,6 +265,7 @@ export function createWorker(
     prefix,
     concurrency,
     autorun: false,
+    ...STALL_SETTINGS,
     settings: {
       backoffStrategy: (attemptsMade, _type, err, job) => {
         const base = (job?.opts.backoff as { delay?: number } | undefined)?.delay ?? 30_000

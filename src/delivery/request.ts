@@ -5,7 +5,7 @@
  */
 import type { Route } from '../routing/schema.js'
 import { parseSecret, webhookHeaders } from './signing.js'
-import { messageJson, parseMessage, rawRequestHeaders, spliceJsonBody, type EnvelopeInfo } from './payload.js'
+import { isUnparsedJson, messageJson, parseOrDescribe, rawRequestHeaders, spliceJsonBody, type EnvelopeInfo } from './payload.js'
 import { AppError } from '../errors.js'
 
 export interface StoredEnvelope extends EnvelopeInfo {
@@ -24,26 +24,39 @@ export function requiredFields(route: Route): string[] {
   return ['env', jsonPart(route.maxInlineAttachmentBytes)]
 }
 
-/** Parses the message once and serialises it once per attachment cap the routes use. */
+/**
+ * Fields beyond `requiredFields(route)` the request needs, judged from those loaded (in that
+ * order): `raw` for a `json` route whose message could not be parsed, which always carries it.
+ */
+export function extraFields(route: Route, fields: readonly (Buffer | null)[]): string[] {
+  return route.format === 'json' && fields[1] && isUnparsedJson(fields[1]) ? ['raw'] : []
+}
+
+/**
+ * Parses the message once and serialises it once per attachment cap the routes use. A message the
+ * parser gives up on is serialised as its `unparsedMessage` (with `parseError`): it is delivered,
+ * never refused for it.
+ */
 export async function messageParts(raw: Buffer, routes: readonly Route[], sha256?: string): Promise<Map<string, Buffer>> {
   const parts = new Map<string, Buffer>()
   const caps = new Set(routes.filter((r) => r.format !== 'raw').map((r) => r.maxInlineAttachmentBytes))
   if (caps.size === 0) return parts
-  const parsed = await parseMessage(raw, sha256)
+  const parsed = await parseOrDescribe(raw, sha256)
   for (const cap of caps) parts.set(jsonPart(cap), messageJson(parsed, cap))
   return parts
 }
 
 const secretCache = new WeakMap<Route, Buffer[]>()
-function secretKeys(route: Route): Buffer[] {
+/** The route's signing keys (parsed once per route object); empty when it has no secrets. */
+export function routeSecretKeys(route: Route): Buffer[] {
   let keys = secretCache.get(route)
   if (!keys) secretCache.set(route, (keys = route.secrets.map((s) => parseSecret(s))))
   return keys
 }
 
 /**
- * The signed request for one recipient. `fields` are the values of `requiredFields(route)`, in
- * that order; the caller has checked none is missing.
+ * The signed request for one recipient. `fields` are the values of `requiredFields(route)` and then
+ * of `extraFields(route, …)`, in that order; the caller has checked none is missing.
  */
 export function buildRequest(
   route: Route,
@@ -60,9 +73,11 @@ export function buildRequest(
     body = fields[1]!
     contentHeaders = rawRequestHeaders(envelope, { address: rcpt, webhookId })
   } else {
-    body = spliceJsonBody(fields[1]!, envelope.size, envelope, { address: rcpt, webhookId }, route.format, fields[2] ?? undefined)
+    // `raw` is there for json+raw, and for json when the message could not be parsed
+    const raw = fields[2] ?? undefined
+    body = spliceJsonBody(fields[1]!, envelope.size, envelope, { address: rcpt, webhookId }, raw ? 'json+raw' : route.format, raw)
     contentHeaders = { 'content-type': 'application/json' }
   }
-  const signed = webhookHeaders(secretKeys(route), webhookId, body)
+  const signed = webhookHeaders(routeSecretKeys(route), webhookId, body)
   return { headers: { ...route.headers, ...contentHeaders, ...signed }, body }
 }

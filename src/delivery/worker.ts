@@ -12,9 +12,10 @@ import type { WebhookClient } from './http.js'
 import type { TransactionStore } from './messages.js'
 import { RetryableDeliveryError, type DeliveryJob, type DeliveryJobReturn } from './queue.js'
 import type { ResultChannel } from './results.js'
-import { requiredFields } from './request.js'
+import { extraFields, requiredFields } from './request.js'
 import type { DeliveryGate, Permit } from './limits.js'
 import { attemptDelivery, type AttemptRecord } from './attempt.js'
+import { guardHook } from '../observers.js'
 
 export type { AttemptRecord } from './attempt.js'
 
@@ -38,6 +39,9 @@ const gone = (what: string) => reply(451, '4.3.0', `${what}, try again later`)
 export const failureReason = (status: number | undefined, error: string | undefined): string => `webhook answered ${status ?? error}`
 
 export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?: string) => Promise<DeliveryJobReturn> {
+  // Metrics and log hooks watch the attempt; one that throws must not fail a delivered job (accept
+  // mode would send it again).
+  const attemptDeps = { ...deps, onAttempt: deps.onAttempt ? guardHook('onAttempt', deps.onAttempt, deps.log) : undefined }
   return async (job, token) => {
     const d = job.data
     const jobId = job.id!
@@ -69,7 +73,10 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
       }
       permit = decision.permit
     }
-    const fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
+    let fields = route ? await deps.store.load(d.txn, requiredFields(route)) : []
+    // A message the parser gave up on is always sent with its raw form (one more read, rare).
+    const extra = route && fields.every((f) => f !== null) ? extraFields(route, fields) : []
+    if (extra.length > 0) fields = [...fields, ...(await deps.store.load(d.txn, extra))]
     if (!route || fields.some((f) => f === null)) {
       const what = !route ? 'Route was removed' : 'Stored message expired'
       if (route && permit) await deps.gate!.after(route, permit, null)
@@ -84,7 +91,7 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
     const attempt = made + job.attemptsMade + 1
     const last = d.mode === 'defer' || attempt >= (job.opts.attempts ?? 1)
     const { decision, result } = await attemptDelivery(
-      deps,
+      attemptDeps,
       { route, fields, jobId, txn: d.txn, rcpt: d.rcpt, webhookId: d.webhookId, attempt, last, permit },
       log,
     )

@@ -14,6 +14,7 @@ import { TlsCredentials, type TlsOptions } from './tls.js'
 import { FailureLimiter, UserStore, type AuthOptions } from './auth.js'
 import { AddressSet } from './access.js'
 import { parseProxyHeader, V2_MAX, type ProxiedClient } from './proxy.js'
+import { guardObserver } from '../observers.js'
 
 export interface LmtpServerOptions {
   readonly hostname: string
@@ -67,13 +68,16 @@ export class LmtpServer {
   /** Connections still sending their PROXY header (counted against the connection limit). */
   private preambles = 0
   private closing = false
+  private readonly observer: ServerObserver
 
   constructor(
     private readonly options: LmtpServerOptions,
     private readonly handler: LmtpHandler,
     private readonly log: Logger,
-    private readonly observer: ServerObserver = {},
+    observer: ServerObserver = {},
   ) {
+    // Guarded once here, so every session's calls are too: an observer never changes a reply.
+    this.observer = guardObserver('lmtp', observer, log)
     const tls = options.tls ?? null
     const auth = options.auth ?? null
     if (auth !== null && tls === null) throw new TypeError('auth needs tls: AUTH is only offered inside TLS')
@@ -132,11 +136,7 @@ export class LmtpServer {
   }
 
   private event(event: ConnectionEvent): void {
-    try {
-      this.observer.connection?.(event)
-    } catch (err) {
-      this.log.error({ err }, 'connection observer failed')
-    }
+    this.observer.connection?.(event)
   }
 
   /** Writes a last reply to a connection that gets no session, and lets go of it. */

@@ -459,7 +459,7 @@ export class LmtpSession {
     try {
       call()
     } catch (err) {
-      this.log.error({ err }, 'session observer failed')
+      this.log.warn({ err }, 'session observer failed; ignored')
     }
   }
 
@@ -691,7 +691,7 @@ export class LmtpSession {
     }
     for (const r of replies) this.send(r)
     this.txnCount++
-    this.observer.transaction?.(this.envelope(txn), replies, txn.size)
+    this.notify(() => this.observer.transaction?.(this.envelope(txn), replies, txn.size))
     this.txn = null
     this.xforward = {}
     if (this.draining) this.closeWith(R.shuttingDown(this.options.hostname))

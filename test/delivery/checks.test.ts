@@ -1,4 +1,6 @@
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import { Webhook, WebhookVerificationError } from 'standardwebhooks'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { loadConfig } from '../../src/config.js'
@@ -86,4 +88,47 @@ t.test('secrets and credentials never reach the logs', async (t) => {
   t.notOk(logged.includes(secret.slice(6)), 'the signing secret is not in the logs')
   t.notOk(logged.includes('very-secret-credential'), 'the Authorization header is not in the logs')
   t.notOk(logged.includes(String(hook.requests[0]!.headers['webhook-signature']).slice(3, 30)), 'no signature is in the logs')
+})
+
+t.test('the sender and recipient checks are signed like deliveries, and unsigned without a secret', async (t) => {
+  const senderSecret = `whsec_${randomBytes(32).toString('base64')}`
+  const routeSecret = `whsec_${randomBytes(32).toString('base64')}`
+  const seen: { path: string; body: Buffer; headers: Record<string, string> }[] = []
+  const check = await webhook(t, (req, body, res) => {
+    seen.push({ path: req.url ?? '', body, headers: req.headers as Record<string, string> })
+    res.statusCode = 200
+    res.end()
+  })
+  const hook = await webhook(t, 200)
+  const file = routesFile(
+    t,
+    `routes:\n` +
+      `  - { id: signed, match: "s@example.com", url: "${hook.url}", secrets: ["${routeSecret}"], recipientCheckUrl: "${check.origin}/rcpt-signed" }\n` +
+      `  - { id: plain, match: "p@example.com", url: "${hook.url}", recipientCheckUrl: "${check.origin}/rcpt-plain" }\n`,
+  )
+  const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, SENDER_CHECK_URL: `${check.origin}/sender`, SENDER_CHECK_SECRET: senderSecret })
+  const out = await converse(lmtpPort!, 'LHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<s@example.com>\r\nRCPT TO:<p@example.com>\r\nRSET\r\nQUIT\r\n')
+  t.strictSame(codes(out), ['250', '250 2.1.0', '250 2.1.5', '250 2.1.5', '250 2.0.0', '221 2.0.0'])
+  const byPath = new Map(seen.map((s) => [s.path, s]))
+  const sender = byPath.get('/sender')!
+  const verified = new Webhook(senderSecret).verify(sender.body, sender.headers) as { type: string; mailFrom: string }
+  t.match(verified, { type: 'sender-check', mailFrom: 'a@x.test' }, 'the sender check verifies with SENDER_CHECK_SECRET')
+  const rcpt = byPath.get('/rcpt-signed')!
+  t.ok(new Webhook(routeSecret).verify(rcpt.body, rcpt.headers), 'the recipient check verifies with the route secret')
+  t.throws(() => new Webhook(senderSecret).verify(rcpt.body, rcpt.headers), WebhookVerificationError, 'and with no other')
+  const plain = byPath.get('/rcpt-plain')!
+  t.equal(plain.headers['webhook-signature'], undefined, 'a route without secrets: no signature')
+  t.match(plain.headers['webhook-id'], /^chk_[A-Za-z0-9_-]{22}$/, 'but an id and a timestamp, as its deliveries')
+  t.ok(Number(plain.headers['webhook-timestamp']) > 0)
+  t.not(rcpt.headers['webhook-id'], sender.headers['webhook-id'], 'a new id per check')
+})
+
+t.test('the sender check without SENDER_CHECK_SECRET is unsigned', async (t) => {
+  const check = await webhook(t, 200)
+  const hook = await webhook(t, 200)
+  const file = routesFile(t, `routes:\n  - { id: all, match: "*@example.com", url: "${hook.url}" }\n`)
+  const { lmtpPort } = await startApp(t, { ROUTES_FILE: file, SENDER_CHECK_URL: check.url })
+  t.strictSame(codes(await converse(lmtpPort!, 'LHLO c.test\r\nMAIL FROM:<a@x.test>\r\nQUIT\r\n')), ['250', '250 2.1.0', '221 2.0.0'])
+  t.equal(check.requests[0]!.headers['webhook-signature'], undefined)
+  t.ok(check.requests[0]!.headers['webhook-id'])
 })

@@ -4,6 +4,7 @@ import { startService } from '../helpers/process.js'
 import { converse, LmtpClient } from '../helpers/lmtp-client.js'
 import { until } from '../helpers/until.js'
 import { webhook } from '../helpers/webhook.js'
+import { privateRedis } from '../helpers/redis.js'
 
 const TXN =
   'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: crash\r\nMessage-ID: <crash@x.test>\r\n\r\nbody\r\n.\r\nQUIT\r\n'
@@ -49,4 +50,31 @@ t.test('killing the process while a webhook call is in flight never leaves a 250
   )
   second.child.kill('SIGTERM')
   t.equal(await second.exited, 0, 'SIGTERM ends the process cleanly')
+})
+
+t.test('accept mode: the job of a process killed mid-attempt runs again within the stall bound (15 s), not a minute later', async (t) => {
+  const redis = await privateRedis(t, ['--appendonly', 'yes', '--appendfsync', 'always'])
+  const hook = await webhook(t, (_req, _body, res, n) => {
+    if (n > 1) res.end()
+    // the first call hangs, as a slow consumer would
+  })
+  const file = routesFile(t, `routes:\n  - { id: durable, match: "*@example.com", url: "${hook.url}", mode: accept }\n`)
+  const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix(), ROUTES_FILE: file, LMTP_DOMAINS: 'example.com', REPLY_TIMEOUT: '1s', WEBHOOK_TIMEOUT: '5m' }
+  const first = await startService(t, env)
+  const out = await converse(
+    first.lmtpPort,
+    'LHLO mta.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nSubject: stall\r\n\r\nbody\r\n.\r\nQUIT\r\n',
+  )
+  t.match(out, /250 2\.0\.0 <a@example\.com> queued/, 'the MTA was told queued')
+  t.equal(hook.requests.length, 1, 'the first attempt is in flight')
+  first.child.kill('SIGKILL')
+  const killedAt = Date.now()
+  await first.exited
+  const second = await startService(t, env)
+  const retry = await until('the attempt after the crash', () => hook.requests[1], 40_000, 100)
+  const afterMs = retry.at - killedAt
+  t.ok(afterMs < 20_000, `delivered ${afterMs} ms after the crash (bound 15 s, margin 5 s)`)
+  t.equal(retry.headers['webhook-id'], hook.requests[0]!.headers['webhook-id'], 'the same delivery')
+  second.child.kill('SIGTERM')
+  t.equal(await second.exited, 0)
 })

@@ -61,6 +61,7 @@ t.test('values.schema.json rejects bad values and names the field', async (t) =>
     ['line discard cap', { config: { lmtp: { maxLineDiscard: 'lots' } } }, '/config/lmtp/maxLineDiscard'],
     ['events URL scheme', { config: { events: { url: 'ftp://alerts.example.com' } } }, '/config/events/url'],
     ['events secret without whsec_', { eventsSecret: 'hunter2' }, '/eventsSecret'],
+    ['sender check secret without whsec_', { senderCheckSecret: 'hunter2' }, '/senderCheckSecret'],
     ['route concurrency 0', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', concurrency: 0 }] }, '/routes/0/concurrency'],
     ['route rate limit without per', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', rateLimit: { max: 5 } }] }, '/routes/0/rateLimit'],
     ['route breaker true', { routes: [{ id: 'a', match: '*', url: 'https://h.example/x', circuitBreaker: true }] }, '/routes/0/circuitBreaker'],
@@ -253,12 +254,13 @@ function mountSecret(t: Test, vals: Values, redisFiles: RedisFiles = {}): { env:
   const standalone = valueAt(vals, 'redis.mode') === 'standalone'
   t.same(
     fromSecret,
-    standalone ? ['REDIS_URL', 'EVENTS_SECRET'] : ['EVENTS_SECRET'],
-    'only REDIS_URL (standalone) and EVENTS_SECRET come from the Secret as variables',
+    standalone ? ['REDIS_URL', 'EVENTS_SECRET', 'SENDER_CHECK_SECRET'] : ['EVENTS_SECRET', 'SENDER_CHECK_SECRET'],
+    'only REDIS_URL (standalone), EVENTS_SECRET and SENDER_CHECK_SECRET come from the Secret as variables',
   )
   const out: Record<string, string> = {
     ...(standalone ? { REDIS_URL: String(valueAt(vals, 'redis.url')) } : {}),
     EVENTS_SECRET: String(valueAt(vals, 'eventsSecret')),
+    SENDER_CHECK_SECRET: String(valueAt(vals, 'senderCheckSecret')),
   }
   for (const [name, value] of Object.entries(env)) {
     const local = value.replace('/etc/lmtp-webhook/secret', dir).replace(/^\/etc\/lmtp-webhook\/(redis-auth|redis-tls)\//, `${dir}/$1/`)
@@ -286,6 +288,7 @@ t.test('the default values give a configuration src/config.ts accepts', async (t
   t.same(config.lmtp.domains, ['*'], 'no domains: all accepted')
   t.not(config.lmtp.hostname, '', 'an empty hostname falls back to the pod name')
   t.same(config.events, { url: null, secret: null }, 'no events by default')
+  t.equal(config.delivery.senderCheckSecret, null, 'an unsigned sender check by default')
 })
 
 t.test('overridden values reach the configuration', async (t) => {
@@ -309,6 +312,7 @@ t.test('overridden values reach the configuration', async (t) => {
       shutdownDelaySeconds: 0,
     },
     eventsSecret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+    senderCheckSecret: 'whsec_c2VuZGVyLWNoZWNrLXNlY3JldC0wMTIzNDU2Nzg5',
   })
   t.same(errorsOf(vals), [])
   const config = loadConfig(mountSecret(t, vals).env)
@@ -329,6 +333,7 @@ t.test('overridden values reach the configuration', async (t) => {
   t.equal(config.lmtp.shutdownDelayMs, 0, 'a shutdown delay of 0 is allowed')
   t.same(config.delivery.denyCidrs, ['10.0.0.0/8', 'fd00::/8'])
   t.equal(config.delivery.senderCheckUrl, 'https://hooks.example.com/sender')
+  t.equal(config.delivery.senderCheckSecret, 'whsec_c2VuZGVyLWNoZWNrLXNlY3JldC0wMTIzNDU2Nzg5')
   t.equal(config.redis.allowAcceptWithoutAof, true)
   t.same(config.admin.tokens, ['0123456789abcdef0123', 'fedcba9876543210fedc'])
   t.same(config.events, { url: 'https://alerts.example.com/lmtp-webhook', secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })

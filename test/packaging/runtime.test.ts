@@ -83,7 +83,7 @@ t.test('dist/main.js runs as nobody with the chart environment', async (t) => {
 
   const [lmtpPort, adminPort] = [await freePort(), await freePort()]
   const chart = chartEnvironment(withOverrides(chartValues(), { adminTokens: [token] }))
-  t.same(chart.fromSecret, ['REDIS_URL', 'EVENTS_SECRET'])
+  t.same(chart.fromSecret, ['REDIS_URL', 'EVENTS_SECRET', 'SENDER_CHECK_SECRET'])
   // No HOME: the image's user has none.
   const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_ENV: 'production' }
   for (const [name, value] of Object.entries(chart.env)) env[name] = value.replace('/etc/lmtp-webhook/secret', secret)
