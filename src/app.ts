@@ -333,6 +333,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         observer: metrics.pipelineObserver(hooks.pipeline),
         local,
       })
+      closers.push(async () => pipeline.close())
       lmtp = new LmtpServer(config.lmtp, pipeline, log.child({ part: 'lmtp' }), metrics.lmtpObserver(hooks.lmtp))
     }
 

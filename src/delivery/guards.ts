@@ -64,6 +64,19 @@ if first and (not least or first < least) then redis.call('ZADD', KEYS[2], math.
 return out`,
 )
 
+/**
+ * KEYS[1] delayed zset; ARGV[1] the new due time (ms), then the ids. Moves the due time of the
+ * guards still delayed (a worker may have taken one already: it is left alone).
+ */
+const RENEW = defineScript(
+  'guard-renew',
+  `local at = tonumber(ARGV[1]) * 0x1000
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', at + (i % 0x1000), ARGV[i])
+end
+return 1`,
+)
+
 /** KEYS[1] delayed zset, then the jobs' hashes; ARGV the jobs' ids. Only a job still delayed goes. */
 const REMOVE = defineScript(
   'guard-remove',
@@ -77,12 +90,22 @@ end
 return n`,
 )
 
+/**
+ * How long a guard stays ahead of the workers. While its first attempt runs here, the guard's due
+ * time is moved on every GUARD_RENEW_MS, so a slow webhook never finds a worker attempting it too;
+ * if this process dies, the guard falls due within GUARD_LEASE_MS and any worker takes it.
+ */
+export const GUARD_LEASE_MS = 10_000
+export const GUARD_RENEW_MS = 3_000
+
 export interface GuardEntry {
   readonly id: string
   readonly name: string
   readonly data: DeliveryJobData
   readonly opts: JobsOptions
   readonly delayMs: number
+  /** The first attempt is made here: renewed until it ends (its delay is then GUARD_LEASE_MS). */
+  readonly leased: boolean
   /** Ask the delivery log whether a job of this id was delivered (accept, async). */
   readonly checkLog: boolean
 }
@@ -91,6 +114,9 @@ export interface GuardEntry {
 export class GuardJobs {
   private readonly toRemove: string[] = []
   private scheduled = false
+  /** Guards whose first attempt is under way here. */
+  private readonly leased = new Set<string>()
+  private renewer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly redis: RedisClient,
@@ -115,11 +141,38 @@ export class GuardJobs {
       keys.push(this.queue.toKey(e.id), `${this.keys.dlogPrefix}d:${e.id}`)
       args.push(e.id, e.name, json.data, JSON.stringify(json.opts), e.delayMs, e.checkLog ? '1' : '0')
     }
-    return runScript<GuardState[]>(this.redis, ADD, keys, args)
+    const states = await runScript<GuardState[]>(this.redis, ADD, keys, args)
+    entries.forEach((e, i) => e.leased && states[i] === 'new' && this.lease(e.id))
+    return states
+  }
+
+  private lease(id: string): void {
+    this.leased.add(id)
+    this.renewer ??= setInterval(() => {
+      if (this.leased.size === 0) {
+        clearInterval(this.renewer)
+        this.renewer = undefined
+        return
+      }
+      runScript(this.redis, RENEW, [this.queue.keys.delayed!], [Date.now() + GUARD_LEASE_MS, ...this.leased]).catch(this.onError)
+    }, GUARD_RENEW_MS).unref()
+  }
+
+  /** The first attempt here has ended: the guard is no longer renewed. */
+  private release(id: string): void {
+    this.leased.delete(id)
+  }
+
+  /** Stops renewing (shutdown): guards still leased fall due for the workers. */
+  close(): void {
+    clearInterval(this.renewer)
+    this.renewer = undefined
+    this.leased.clear()
   }
 
   /** Removes a guard whose attempt ended here; batched with the others of the same turn. */
   remove(id: string): void {
+    this.release(id)
     this.toRemove.push(id)
     if (this.scheduled) return
     this.scheduled = true
@@ -137,11 +190,16 @@ export class GuardJobs {
 
   /** Due now: a worker takes it (the gate held the first attempt back, or no slot was free). */
   async promote(id: string, entry: GuardEntry): Promise<void> {
-    await this.job(id, entry, entry.data).promote()
+    this.release(id)
+    const job = this.job(id, entry, entry.data)
+    // A worker skips a defer-mode guard (its session is gone); this one it must attempt.
+    if (entry.data.guard === true) await job.updateData({ ...entry.data, guard: false })
+    await job.promote()
   }
 
   /** Accept mode, temporary failure: the guard becomes the retry, due after the backoff. */
   async reschedule(id: string, entry: GuardEntry, data: DeliveryJobData, delayMs: number): Promise<void> {
+    this.release(id)
     const job = this.job(id, entry, data)
     await job.updateData(data)
     await job.changeDelay(delayMs)
@@ -152,6 +210,7 @@ export class GuardJobs {
    * worker fails it without an attempt, so it becomes a dead letter the way every other does.
    */
   async deadLetter(id: string, entry: GuardEntry, data: DeliveryJobData): Promise<void> {
+    this.release(id)
     const job = this.job(id, entry, data)
     await job.updateData(data)
     await job.promote()

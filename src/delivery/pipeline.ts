@@ -22,7 +22,7 @@ import { extraFields, messageParts, requiredFields, routeSecretKeys, type Stored
 import { envelopeInfo, isUnparsedJson } from './payload.js'
 import type { WebhookClient } from './http.js'
 import { decideReply, keepsMail, notConfirmedReply, recipientOutcome, type FirstAttempt } from './outcome.js'
-import { GuardJobs, type GuardEntry, type GuardState } from './guards.js'
+import { GUARD_LEASE_MS, GuardJobs, type GuardEntry, type GuardState } from './guards.js'
 import type { LocalAttempts, LocalResult } from './local.js'
 import { failureReason } from './worker.js'
 
@@ -67,8 +67,6 @@ export interface PipelineDeps {
 
 /** WAITAOF's and WAIT's own deadline; it stays under the connection's command timeout. */
 const DURABLE_WAIT_MS = 4_000
-/** A guard falls due this long after the longest its first attempt can take here. */
-export const GUARD_MARGIN_MS = 5_000
 
 export const deferReply = notConfirmedReply
 export const noRouteReply = (rcpt: string): Reply => reply(550, '5.1.1', `<${rcpt}>: no such recipient here`)
@@ -202,10 +200,17 @@ export class DeliveryPipeline implements LmtpHandler {
         mode: route.mode,
         replyTo: this.channel.address,
         replyBy,
+        ...(here ? { guard: true } : {}),
       }
-      const attemptMs = route.timeoutMs ?? this.options.webhookTimeoutMs
-      const delayMs = here ? this.options.replyTimeoutMs + attemptMs + GUARD_MARGIN_MS : 0
-      const entry: GuardEntry = { id: ids[i]!, name: route.id, data, opts: jobOptions(ids[i]!, route), delayMs, checkLog: keepsMail(route.mode) }
+      const entry: GuardEntry = {
+        id: ids[i]!,
+        name: route.id,
+        data,
+        opts: jobOptions(ids[i]!, route),
+        delayMs: here ? GUARD_LEASE_MS : 0,
+        leased: here,
+        checkLog: keepsMail(route.mode),
+      }
       return { index: i, id: ids[i]!, route, data, here, entry }
     })
     // A worker needs the message in Redis unless every first attempt is made here in defer mode
@@ -286,6 +291,11 @@ export class DeliveryPipeline implements LmtpHandler {
       if (!listened) void heard(0) // releases the waiters
       store.forget(envelope.id)
     }
+  }
+
+  /** Stops renewing the guards of attempts still running (shutdown): they fall due for the workers. */
+  close(): void {
+    for (const g of this.guards.values()) g.close()
   }
 
   private guardsOf(shard: DeliveryShard): GuardJobs {

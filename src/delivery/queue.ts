@@ -38,6 +38,8 @@ export interface DeliveryJobData {
   readonly replyTo: string
   /** Epoch ms until which a session waits for the first attempt. */
   readonly replyBy: number
+  /** A guard (guards.ts): its first attempt is made by the listener; a worker takes it only if that process died. */
+  readonly guard?: boolean
   /** Attempts the listener made itself before a worker took the job (guards.ts). */
   readonly made?: number
   /** Set when the listener's attempt was refused for good: the worker fails the job with it. */

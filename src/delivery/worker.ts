@@ -49,10 +49,10 @@ export function createProcessor(deps: ProcessorDeps): (job: DeliveryJob, token?:
     const made = d.made ?? 0
     const first = job.attemptsMade === 0 && made === 0
     const log = deps.log.child({ job: jobId, txn: d.txn, rcpt: d.rcpt, route: d.route })
-    if (d.mode === 'defer' && Date.now() > d.replyBy) {
-      // The session has answered 451 already and the MTA will deliver again: an attempt now
-      // could only duplicate that later delivery.
-      log.debug('defer-mode job started after its reply deadline: skipped')
+    if (d.mode === 'defer' && (d.guard === true || Date.now() > d.replyBy)) {
+      // The session has answered 451 already, or its process died with it (a guard that fell
+      // due), and the MTA will deliver again: an attempt now could only duplicate that delivery.
+      log.debug('defer-mode job of a session that has answered or is gone: skipped')
       return { outcome: 'skipped' }
     }
     // The listener's attempt was refused for good: the guard became a dead letter with its reason.
