@@ -108,42 +108,56 @@ export interface DeliveryRef {
 }
 
 /**
- * KEYS[1] delivery hash, KEYS[2] attempts list, KEYS[3] index
- * ARGV[1] id, ARGV[2] now (ms), ARGV[3] ttl (ms), ARGV[4] max deliveries, ARGV[5] max attempts,
- * ARGV[6] key prefix of deliveries (`<prefix>:dlog:`), ARGV[7] attempt JSON or '',
- * ARGV[8..] field, value pairs to set
+ * The writes of one event-loop turn to one shard's log, in order.
+ * KEYS[1] the shard's index, then per write: the delivery hash, its attempts list.
+ * ARGV[1] now (ms), ARGV[2] ttl (ms), ARGV[3] max deliveries, ARGV[4] max attempts,
+ * ARGV[5] key prefix of deliveries (`<prefix>:dlog:`), then per write: id, attempt JSON or '',
+ * the number of field/value items n, then n items.
  * Returns the number of deliveries trimmed.
  */
 const WRITE = defineScript(
   'delivery-log-write',
   `
-local ttl = tonumber(ARGV[3])
-local max = tonumber(ARGV[4])
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-redis.call('HSET', KEYS[1], 'updatedAt', ARGV[2])
-redis.call('HSETNX', KEYS[1], 'createdAt', ARGV[2])
-if ARGV[7] ~= '' then
-  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('RPUSH', KEYS[2], ARGV[7])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+local now, ttl, max, maxAttempts, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local a = 6
+for k = 2, #KEYS, 2 do
+  local hash, list = KEYS[k], KEYS[k + 1]
+  local id, attempt, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  if n > 0 then redis.call('HSET', hash, unpack(ARGV, a + 3, a + 2 + n)) end
+  a = a + 3 + n
+  redis.call('HSET', hash, 'updatedAt', now)
+  redis.call('HSETNX', hash, 'createdAt', now)
+  if attempt ~= '' then
+    redis.call('HINCRBY', hash, 'attempts', 1)
+    redis.call('RPUSH', list, attempt)
+    redis.call('LTRIM', list, -maxAttempts, -1)
+    redis.call('PEXPIRE', list, ttl)
+  end
+  redis.call('PEXPIRE', hash, ttl)
+  redis.call('ZADD', KEYS[1], 'NX', now, id)
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
 local trimmed = 0
 local function drop(ids)
   for _, id in ipairs(ids) do
-    redis.call('DEL', ARGV[6] .. 'd:' .. id, ARGV[6] .. 'a:' .. id)
-    redis.call('ZREM', KEYS[3], id)
+    redis.call('DEL', prefix .. 'd:' .. id, prefix .. 'a:' .. id)
+    redis.call('ZREM', KEYS[1], id)
     trimmed = trimmed + 1
   end
 end
-local extra = redis.call('ZCARD', KEYS[3]) - max
-if extra > 0 then drop(redis.call('ZRANGE', KEYS[3], 0, math.min(extra, 100) - 1)) end
-redis.call('PEXPIRE', KEYS[3], ttl)
+local extra = redis.call('ZCARD', KEYS[1]) - max
+if extra > 0 then drop(redis.call('ZRANGE', KEYS[1], 0, math.min(extra, 100) - 1)) end
+redis.call('PEXPIRE', KEYS[1], ttl)
 return trimmed
 `,
 )
+
+/** The writes waiting for the end of the event-loop turn, for one shard. */
+interface Batch {
+  readonly keys: string[]
+  readonly args: string[]
+  readonly ids: string[]
+  readonly done: Promise<void>
+}
 
 function stateOf(record: AttemptRecord): DeliveryState {
   if (record.outcome === 'delivered') return 'delivered'
@@ -254,6 +268,7 @@ export interface ShardDeliveryLog {
 
 export class DeliveryLog {
   private readonly perShard: number
+  private readonly batches = new Map<ShardKeys, Batch>()
 
   /** `shards`: every shard whose deliveries are logged (the queue shards, and a drained legacy one). */
   constructor(
@@ -449,16 +464,35 @@ export class DeliveryLog {
     return ['id', ref.id, 'txn', ref.txn, 'rcpt', ref.rcpt, 'route', ref.route, 'mode', ref.mode]
   }
 
-  private async write(shard: ShardKeys, id: string, now: number, attempt: string, fields: string[]): Promise<void> {
-    if (!this.enabled) return
-    const keys = [key(shard, 'd', id), key(shard, 'a', id), shard.dlogIndex]
-    const args = [id, String(now), String(this.options.ttlMs), String(this.perShard), String(MAX_ATTEMPTS), shard.dlogPrefix, attempt, ...fields]
-    try {
-      await runScript(this.redis, WRITE, keys, args)
-    } catch (err) {
-      this.options.onError?.(err)
-      this.options.log.warn({ err, delivery: id }, 'could not write the delivery log')
+  /**
+   * Queues one write; every write to a shard in the same event-loop turn goes in one script call
+   * (the attempts of many recipients and transactions end in the same turn under load).
+   */
+  private write(shard: ShardKeys, id: string, now: number, attempt: string, fields: string[]): Promise<void> {
+    if (!this.enabled) return Promise.resolve()
+    let batch = this.batches.get(shard)
+    if (!batch) {
+      const keys = [shard.dlogIndex]
+      const args = [String(now), String(this.options.ttlMs), String(this.perShard), String(MAX_ATTEMPTS), shard.dlogPrefix]
+      const ids: string[] = []
+      const done = new Promise<void>((resolve) =>
+        setImmediate(() => {
+          this.batches.delete(shard)
+          runScript(this.redis, WRITE, keys, args)
+            .catch((err: unknown) => {
+              this.options.onError?.(err)
+              this.options.log.warn({ err, deliveries: ids }, 'could not write the delivery log')
+            })
+            .finally(resolve)
+        }),
+      )
+      batch = { keys, args, ids, done }
+      this.batches.set(shard, batch)
     }
+    batch.keys.push(key(shard, 'd', id), key(shard, 'a', id))
+    batch.args.push(id, attempt, String(fields.length), ...fields)
+    batch.ids.push(id)
+    return batch.done
   }
 }
 
