@@ -10,8 +10,7 @@
  * limits) is asked first: a recipient it does not let go now is handed to the workers, which hold
  * or retry it as they do every job.
  */
-import type { Route } from '../routing/schema.js'
-import { attemptDelivery, type AttemptDeps, type AttemptOutcome, type AttemptRecord } from './attempt.js'
+import { attemptDelivery, type AttemptDeps, type AttemptInput, type AttemptOutcome, type AttemptRecord } from './attempt.js'
 import type { DeliveryShard } from './queue.js'
 import { guardHook } from '../observers.js'
 
@@ -20,16 +19,9 @@ export interface LocalAttemptsDeps extends Omit<AttemptDeps, 'onAttempt'> {
   readonly onAttempt?: ((record: AttemptRecord, shard: DeliveryShard) => void) | undefined
 }
 
-export interface LocalAttempt {
+/** A first attempt: what any attempt needs, less its number (1) and permit (asked for here). */
+export interface LocalAttempt extends Omit<AttemptInput, 'attempt' | 'permit'> {
   readonly shard: DeliveryShard
-  readonly route: Route
-  readonly fields: readonly (Buffer | null)[]
-  readonly jobId: string
-  readonly txn: string
-  readonly rcpt: string
-  readonly webhookId: string
-  /** Whether a temporary failure ends the delivery (defer mode, or a route of one attempt). */
-  readonly last: boolean
   /** Epoch ms: no slot by then, no attempt. */
   readonly slotBy: number
 }
