@@ -22,6 +22,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
 import { coalesceWrites } from './coalesce.js'
+import { SentinelFailoverConnector } from './sentinel.js'
 
 export type RedisClient = Redis | Cluster
 export type ConnectionRole = 'app' | 'queue' | 'worker' | 'subscriber'
@@ -127,8 +128,10 @@ export class RedisConnections {
         ...base,
         sentinels: s.sentinels.map((n) => ({ host: n.host, port: n.port })),
         name: s.sentinelName,
-        // Follow +switch-master at once instead of waiting for the old primary's socket to fail.
+        // Follow +switch-master at once instead of waiting for the old primary's socket to fail,
+        // with a detector that lives only as long as the connection it watches (sentinel.ts).
         failoverDetector: true,
+        Connector: SentinelFailoverConnector,
       }
       if (s.sentinelUsername !== null) options.sentinelUsername = s.sentinelUsername
       if (s.sentinelPassword !== null) options.sentinelPassword = s.sentinelPassword
