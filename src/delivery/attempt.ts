@@ -10,7 +10,7 @@ import type { AttemptResult, WebhookClient } from './http.js'
 import { buildRequest } from './request.js'
 import { decideReply, type Decision } from './outcome.js'
 import type { DeliveryGate, Permit } from './limits.js'
-import { storedSummary } from './summary.js'
+import { storedSummary, type StoredSummary } from './summary.js'
 import type { Outcome } from './results.js'
 
 export interface AttemptRecord {
@@ -58,6 +58,8 @@ export interface AttemptInput {
   readonly last: boolean
   /** The gate's permit this attempt holds (released here). */
   readonly permit?: Permit | undefined
+  /** Sender and Message-ID for the log, when known (else read from `fields`). */
+  readonly summary?: StoredSummary | undefined
 }
 
 export interface AttemptOutcome {
@@ -92,7 +94,7 @@ export async function attemptDelivery(deps: AttemptDeps, input: AttemptInput, lo
     rcpt: input.rcpt,
     route: route.id,
     mode: route.mode,
-    ...storedSummary(route, input.fields),
+    ...(input.summary ?? storedSummary(route, input.fields)),
     attempt: input.attempt,
     status: result.status,
     error: result.error?.code,

@@ -135,11 +135,11 @@ export class GuardJobs {
     const keys = [this.queue.keys.delayed!, this.queue.keys.marker!]
     const args: (string | number)[] = [now]
     for (const e of entries) {
-      // BullMQ's own form of the job (its options normalised by its Job class; none of ours has a
-      // short stored name), as Queue.add stores it.
-      const json = new Job(this.queue, e.name, e.data, { ...e.opts, delay: e.delayMs, jobId: e.id }, e.id).asJSON()
+      // The job's data and options as Queue.add stores them: JSON, the options as given (ours always
+      // set `attempts` and give `backoff` as an object, which is what BullMQ's Job normalises to,
+      // and none of them has a short stored name); test/delivery/guards.test.ts compares the two.
       keys.push(this.queue.toKey(e.id), `${this.keys.dlogPrefix}d:${e.id}`)
-      args.push(e.id, e.name, json.data, JSON.stringify(json.opts), e.delayMs, e.checkLog ? '1' : '0')
+      args.push(e.id, e.name, JSON.stringify(e.data), JSON.stringify({ ...e.opts, delay: e.delayMs, jobId: e.id }), e.delayMs, e.checkLog ? '1' : '0')
     }
     const states = await runScript<GuardState[]>(this.redis, ADD, keys, args)
     entries.forEach((e, i) => e.leased && states[i] === 'new' && this.lease(e.id))

@@ -56,7 +56,7 @@ export class LocalAttempts {
       const onAttempt = this.onAttempt
       const outcome = await attemptDelivery(
         { ...this.deps, onAttempt: onAttempt && ((record) => onAttempt(record, a.shard)) },
-        { route: a.route, fields: a.fields, jobId: a.jobId, txn: a.txn, rcpt: a.rcpt, webhookId: a.webhookId, attempt: 1, last: a.last, permit },
+        { ...a, attempt: 1, permit },
         log,
       )
       return { kind: 'attempted', ...outcome }

@@ -20,6 +20,7 @@ import { waitDurable, type Durability } from './durability.js'
 import { writeSession, type RedisClient } from '../redis/connections.js'
 import { extraFields, messageParts, requiredFields, routeSecretKeys, type StoredEnvelope } from './request.js'
 import { envelopeInfo, isUnparsedJson } from './payload.js'
+import { storedSummary, type StoredSummary } from './summary.js'
 import type { WebhookClient } from './http.js'
 import { decideReply, keepsMail, notConfirmedReply, recipientOutcome, type FirstAttempt } from './outcome.js'
 import { GUARD_LEASE_MS, GuardJobs, type GuardEntry, type GuardState } from './guards.js'
@@ -250,6 +251,8 @@ export class DeliveryPipeline implements LmtpHandler {
         // A message the parser gave up on is always sent with its raw form.
         return [...fields, ...store.fieldsNow(envelope.id, extraFields(route, fields))]
       }
+      // What the delivery log shows of the message (sender, Message-ID): once for all its recipients.
+      const summary: StoredSummary = storedSummary(planned[0]!.route, fieldsOf(planned[0]!.route))
       const revived = await Promise.all(planned.map((p, k) => (states[k] === 'dead' ? this.revive(guards, p) : states[k]!)))
       // Only new jobs have a first attempt to wait for: a resend of one already queued is answered
       // at once. (Registered again before the first registration goes, so no result can slip by.)
@@ -265,7 +268,7 @@ export class DeliveryPipeline implements LmtpHandler {
           // Still queued or retrying (an MTA's resend of mail queued here): answered at once.
           if (state === 'pending' || p.route.mode === 'async') return null
           if (!p.here) return null // heard on the result channel below
-          return this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored)
+          return this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored, summary)
         }),
       )
       const results = await heardNew(waited.length === 0 ? 0 : Math.max(0, replyBy - Date.now()))
@@ -339,6 +342,7 @@ export class DeliveryPipeline implements LmtpHandler {
     fields: (Buffer | null)[],
     replyBy: number,
     ensureStored: () => Promise<void>,
+    summary: StoredSummary,
   ): Promise<FirstAttempt | null> {
     const mode = p.route.mode
     const result = await this.local!.run({
@@ -351,6 +355,7 @@ export class DeliveryPipeline implements LmtpHandler {
       webhookId: p.data.webhookId,
       last: mode === 'defer' || p.route.retry.attempts <= 1,
       slotBy: replyBy,
+      summary,
     })
     if (result.kind === 'gated') {
       await ensureStored()

@@ -5,7 +5,7 @@ import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { loadConfig } from '../../src/config.js'
 import { buildApp } from '../../src/app.js'
-import { REDACT_PATHS } from '../../src/logger.js'
+import { loggerOptions } from '../../src/logger.js'
 import { cleanRedis, prefix, REDIS_URL, routesFile, startApp } from '../helpers/app.js'
 import { codes, converse } from '../helpers/lmtp-client.js'
 import { webhook } from '../helpers/webhook.js'
@@ -66,7 +66,7 @@ t.test('secrets and credentials never reach the logs', async (t) => {
       done()
     },
   })
-  const log = pino({ level: 'trace', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, sink)
+  const log = pino(loggerOptions('trace'), sink)
   const config = loadConfig({
     REDIS_URL,
     REDIS_PREFIX: p,
