@@ -13,6 +13,9 @@
  * marker write that wakes idle workers, unless the guard is the earliest delayed job (a worker asleep
  * until the earliest one wakes in time for any later one).
  *
+ * A job whose first attempt a worker makes (mode async, a listener-only process) goes through the
+ * same call with no delay: straight to the wait list, as BullMQ's addStandardJob puts it.
+ *
  * The add also answers what a resend needs to know: whether a job of that id is already there
  * (waiting or retrying: `pending`; a dead letter: `dead`) or was delivered (`delivered`, from the
  * delivery log, since delivered jobs are removed).
@@ -27,18 +30,21 @@ import type { Queue, JobsOptions } from 'bullmq'
 export type GuardState = 'new' | 'pending' | 'dead' | 'delivered'
 
 /**
- * KEYS[1] delayed zset, KEYS[2] marker, then per job: its hash, its delivery log record.
- * ARGV[1] now (ms), then per job: id, name, data, opts, delay (ms), check the log ('1'/'0').
+ * KEYS[1] delayed zset, KEYS[2] marker, KEYS[3] wait list, KEYS[4] meta, KEYS[5] active list, then
+ * per job: its hash, its delivery log record.
+ * ARGV[1] now (ms), then per job: id, name, data, opts, delay (ms; 0: waiting at once, as
+ * addStandardJob adds it), check the log ('1'/'0').
  */
 const ADD = defineScript(
   'guard-add',
   `local now = tonumber(ARGV[1])
 local out = {}
 local first = nil
+local waiting = false
 local least = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 least = least and tonumber(least) or nil
-for i = 0, (#KEYS - 2) / 2 - 1 do
-  local jobKey, logKey = KEYS[3 + i * 2], KEYS[4 + i * 2]
+for i = 0, (#KEYS - 5) / 2 - 1 do
+  local jobKey, logKey = KEYS[6 + i * 2], KEYS[7 + i * 2]
   local a = 2 + i * 6
   local id, delay = ARGV[a], tonumber(ARGV[a + 4])
   if redis.call('EXISTS', jobKey) == 1 then
@@ -50,17 +56,27 @@ for i = 0, (#KEYS - 2) / 2 - 1 do
     out[#out + 1] = 'delivered'
   else
     redis.call('HSET', jobKey, 'name', ARGV[a + 1], 'data', ARGV[a + 2], 'opts', ARGV[a + 3], 'timestamp', now, 'delay', delay, 'priority', 0)
-    local at = now + delay
-    local min, max = at * 0x1000, (at + 1) * 0x1000 - 1
-    local top = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', 0, 1)[2]
-    local score = min
-    if top then score = math.min(max, tonumber(top) + 1) end
-    redis.call('ZADD', KEYS[1], score, id)
-    if not first or score < first then first = score end
+    if delay == 0 then
+      redis.call('LPUSH', KEYS[3], id)
+      waiting = true
+    else
+      local at = now + delay
+      local min, max = at * 0x1000, (at + 1) * 0x1000 - 1
+      local top = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', 0, 1)[2]
+      local score = min
+      if top then score = math.min(max, tonumber(top) + 1) end
+      redis.call('ZADD', KEYS[1], score, id)
+      if not first or score < first then first = score end
+    end
     out[#out + 1] = 'new'
   end
 end
 if first and (not least or first < least) then redis.call('ZADD', KEYS[2], math.floor(first / 0x1000), '1') end
+if waiting then
+  -- as BullMQ's isQueuePausedOrMaxed: a paused or maxed queue gets no marker
+  local meta = redis.call('HMGET', KEYS[4], 'paused', 'concurrency')
+  if not meta[1] and not (meta[2] and redis.call('LLEN', KEYS[5]) >= tonumber(meta[2])) then redis.call('ZADD', KEYS[2], 0, '0') end
+end
 return out`,
 )
 
@@ -132,7 +148,8 @@ export class GuardJobs {
 
   /** Adds the guards of one transaction in one call; per entry, what was there already. */
   async add(entries: readonly GuardEntry[], now = Date.now()): Promise<GuardState[]> {
-    const keys = [this.queue.keys.delayed!, this.queue.keys.marker!]
+    const k = this.queue.keys
+    const keys = [k.delayed!, k.marker!, k.wait!, k.meta!, k.active!]
     const args: (string | number)[] = [now]
     for (const e of entries) {
       // The job's data and options as Queue.add stores them: JSON, the options as given (ours always
