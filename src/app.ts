@@ -53,6 +53,8 @@ export interface App {
   readonly queues: DeliveryQueues
   /** The name of every Redis key the app uses. */
   readonly keys: KeyLayout
+  /** Every Redis connection of the app, by role. */
+  readonly connections: RedisConnections
   readonly durability: Durability
   readonly deliveries: DeliveryLog
   readonly metrics: Metrics
@@ -343,6 +345,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
       routes,
       queues,
       keys,
+      connections,
       durability,
       deliveries,
       metrics,
@@ -377,7 +380,8 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
             events,
             health: {
               ready: () => ready,
-              redis: () => redisProbe.up,
+              // Redis answers, and none of this process's connections has closed for good.
+              redis: () => redisProbe.up && connections.closedForGood().length === 0,
               lmtp: () => lmtp === null || lmtp.listening,
             },
           })
@@ -388,6 +392,7 @@ export async function buildApp(config: Config, log: Logger, hooks: AppHooks = {}
         return { lmtpPort, lmtpSocket, adminPort }
       },
       async close() {
+        connections.shutDown()
         // Readiness first; the listener stays open for SHUTDOWN_DELAY while load balancers and
         // Services stop sending new connections, then closes.
         ready = false

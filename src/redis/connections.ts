@@ -74,7 +74,8 @@ export interface RedisConnectionsOptions {
 }
 
 export class RedisConnections {
-  private readonly opened = new Set<RedisClient>()
+  private readonly opened = new Map<RedisClient, ConnectionRole>()
+  private closing = false
 
   constructor(
     readonly settings: RedisSettings,
@@ -88,7 +89,12 @@ export class RedisConnections {
   /** A new, not yet connected, connection for `role`; `connect()` it. */
   open(role: ConnectionRole): RedisClient {
     const client = this.build(role)
-    this.opened.add(client)
+    this.opened.set(client, role)
+    // ioredis ends a connection for good when a connect is cancelled or its retries give up; it
+    // never comes back by itself, so the process is not ready any more (readiness reads this).
+    client.on('end', () => {
+      if (!this.closing && this.opened.has(client)) this.options.log.error({ role }, 'a Redis connection closed for good: not ready; restart the process')
+    })
     const report = (err: Error): void => {
       this.options.onError?.()
       this.options.log.warn({ err: err.message, role }, 'redis error')
@@ -144,9 +150,26 @@ export class RedisConnections {
     return new Redis(s.url, base)
   }
 
+  /** The roles of the connections that have closed for good (status `end`) while the app runs. */
+  closedForGood(): ConnectionRole[] {
+    if (this.closing) return []
+    return [...this.opened].filter(([client]) => client.status === 'end').map(([, role]) => role)
+  }
+
+  /** The connections of one role (tests, diagnostics). */
+  ofRole(role: ConnectionRole): RedisClient[] {
+    return [...this.opened].filter(([, r]) => r === role).map(([client]) => client)
+  }
+
+  /** From now on, connections closing is the shutdown's doing, not a failure. */
+  shutDown(): void {
+    this.closing = true
+  }
+
   /** Closes every connection opened here that is still open, without waiting on a Redis that is gone. */
   disconnectAll(): void {
-    for (const client of this.opened) client.disconnect()
+    this.closing = true
+    for (const client of this.opened.keys()) client.disconnect()
     this.opened.clear()
   }
 }

@@ -82,3 +82,16 @@ t.test('shutdown: readiness turns 503 first, the listener keeps serving for SHUT
   await closing
   t.equal(await LmtpClient.open(lmtpPort!), null, 'after the delay the listener is closed')
 })
+
+t.test('a Redis connection closed for good makes /readyz answer 503, though Redis itself answers', async (t) => {
+  const { base, app } = await startAdmin(t, {})
+  t.equal((await readyz(base)).status, 200)
+  // what ioredis does to a connection whose connect was cancelled (a failover announced mid-reconnect)
+  for (const client of app.connections.ofRole('queue')) client.disconnect()
+  const down = await until('/readyz to answer 503', async () => {
+    const r = await readyz(base)
+    return r.status === 503 ? r : null
+  })
+  t.same(down.body.checks, { started: true, redis: false, lmtp: true }, 'Redis is the reason')
+  t.same(app.connections.closedForGood(), ['queue'], 'the queue connection is the one that closed')
+})
