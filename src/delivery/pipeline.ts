@@ -192,7 +192,7 @@ export class DeliveryPipeline implements LmtpHandler {
     ids.forEach((id, i) => unique.has(id) || unique.set(id, i))
     const planned: Planned[] = [...unique.values()].map((i) => {
       const route = routes[i]!
-      const here = this.local !== null && route.mode !== 'async'
+      const here = this.local !== null
       const data: DeliveryJobData = {
         webhookId: webhookIds[i]!,
         txn: envelope.id,
@@ -218,6 +218,7 @@ export class DeliveryPipeline implements LmtpHandler {
     // (a defer-mode guard that falls due is skipped: its session has answered).
     const inRedis = keeps || planned.some((p) => !p.here)
     const viaWorker = planned.filter((p) => !p.here && p.route.mode !== 'async')
+    // (an async recipient's first attempt is never waited for, wherever it is made)
     const heard = this.channel.expect(viaWorker.map((p) => p.id))
     let listened = false
     const session = writeSession(this.redis, shard.keys.slot) // what WAITAOF/WAIT must still be talking to
@@ -266,9 +267,13 @@ export class DeliveryPipeline implements LmtpHandler {
           const state: GuardState = revived[k]!
           if (state === 'delivered') return alreadyDelivered(p.data.rcpt)
           // Still queued or retrying (an MTA's resend of mail queued here): answered at once.
-          if (state === 'pending' || p.route.mode === 'async') return null
-          if (!p.here) return null // heard on the result channel below
-          return this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored, summary)
+          if (state === 'pending') return null
+          if (!p.here) return null // heard on the result channel below (async: not waited for)
+          const attempt = this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored, summary)
+          if (p.route.mode !== 'async') return attempt
+          // async: the attempt starts now and the reply does not wait for it
+          attempt.catch((err: unknown) => this.log.warn({ err, job: p.id }, 'an async first attempt failed; its job is retried'))
+          return null
         }),
       )
       const results = await heardNew(waited.length === 0 ? 0 : Math.max(0, replyBy - Date.now()))
