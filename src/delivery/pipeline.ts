@@ -181,10 +181,6 @@ export class DeliveryPipeline implements LmtpHandler {
       sha256,
     }
     const keeps = routes.some((r) => keepsMail(r.mode))
-    const parts = await messageParts(raw, routes, sha256)
-    if ([...parts.values()].some(isUnparsedJson)) {
-      this.log.warn({ txn: envelope.id, size: raw.length }, 'the message could not be parsed: delivered with its raw form and message.parseError')
-    }
     const replyBy = started + this.options.replyTimeoutMs
     const webhookIds = envelope.recipients.map((r, i) => deriveWebhookId(sha256, r.address.toLowerCase(), routes[i]!.id))
     const ids = webhookIds.map((id, i) => jobId(id, envelope.id, routes[i]!.mode))
@@ -217,6 +213,17 @@ export class DeliveryPipeline implements LmtpHandler {
     // A worker needs the message in Redis unless every first attempt is made here in defer mode
     // (a defer-mode guard that falls due is skipped: its session has answered).
     const inRedis = keeps || planned.some((p) => !p.here)
+    // With nothing to store, the jobs need nothing of the parse: they go out first, and their round
+    // trip overlaps the parse instead of following it.
+    let added: Promise<GuardState[]> | undefined
+    if (!inRedis) {
+      added = guards.add(planned.map((p) => p.entry))
+      added.catch(() => {}) // awaited below; this only keeps it from counting as unhandled meanwhile
+    }
+    const parts = await messageParts(raw, routes, sha256)
+    if ([...parts.values()].some(isUnparsedJson)) {
+      this.log.warn({ txn: envelope.id, size: raw.length }, 'the message could not be parsed: delivered with its raw form and message.parseError')
+    }
     const viaWorker = planned.filter((p) => !p.here && p.route.mode !== 'async')
     // (an async recipient's first attempt is never waited for, wherever it is made)
     const heard = this.channel.expect(viaWorker.map((p) => p.id))
@@ -230,7 +237,7 @@ export class DeliveryPipeline implements LmtpHandler {
       // A first attempt the gate hands over to the workers (any replica) needs the message in Redis.
       let inRedisNow = saved
       const ensureStored = (): Promise<void> => (inRedisNow ??= store.save(envelope.id, raw, stored, parts, ttl))
-      const added = guards.add(planned.map((p) => p.entry))
+      added ??= guards.add(planned.map((p) => p.entry))
       // Accept and async may only say 250 once the jobs are on disk (and on the replicas asked
       // for); WAITAOF/WAIT follow the writes on their connection and cover them. Unconfirmed,
       // their recipients get 451; defer-mode recipients of the same transaction are not affected.
