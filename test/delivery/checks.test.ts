@@ -1,11 +1,9 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { Webhook, WebhookVerificationError } from 'standardwebhooks'
-import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { capturedLogs } from '../helpers/logs.js'
 import { loadConfig } from '../../src/config.js'
 import { buildApp } from '../../src/app.js'
-import { loggerOptions } from '../../src/logger.js'
 import { cleanRedis, prefix, REDIS_URL, routesFile, startApp } from '../helpers/app.js'
 import { codes, converse } from '../helpers/lmtp-client.js'
 import { webhook } from '../helpers/webhook.js'
@@ -59,14 +57,7 @@ t.test('secrets and credentials never reach the logs', async (t) => {
   )
   const p = prefix()
   t.teardown(() => cleanRedis(p))
-  let logged = ''
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      logged += chunk.toString()
-      done()
-    },
-  })
-  const log = pino(loggerOptions('trace'), sink)
+  const { log, text } = capturedLogs('trace')
   const config = loadConfig({
     REDIS_URL,
     REDIS_PREFIX: p,
@@ -84,10 +75,10 @@ t.test('secrets and credentials never reach the logs', async (t) => {
     await converse(lmtpPort!, `LHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<${rcpt}>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n`)
   }
   t.equal(hook.requests.length, 2)
-  t.match(logged, /webhook attempt/, 'attempts are logged')
-  t.notOk(logged.includes(secret.slice(6)), 'the signing secret is not in the logs')
-  t.notOk(logged.includes('very-secret-credential'), 'the Authorization header is not in the logs')
-  t.notOk(logged.includes(String(hook.requests[0]!.headers['webhook-signature']).slice(3, 30)), 'no signature is in the logs')
+  t.match(text(), /webhook attempt/, 'attempts are logged')
+  t.notOk(text().includes(secret.slice(6)), 'the signing secret is not in the logs')
+  t.notOk(text().includes('very-secret-credential'), 'the Authorization header is not in the logs')
+  t.notOk(text().includes(String(hook.requests[0]!.headers['webhook-signature']).slice(3, 30)), 'no signature is in the logs')
 })
 
 t.test('the sender and recipient checks are signed like deliveries, and unsigned without a secret', async (t) => {

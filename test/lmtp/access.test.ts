@@ -4,8 +4,7 @@
  * that is not trusted to send one.
  */
 import t from 'tap'
-import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { capturedLogs } from '../helpers/logs.js'
 import { acceptingHandler, defaultOptions, startServer, type Received } from '../helpers/lmtp.js'
 import { LmtpServer } from '../../src/lmtp/server.js'
 import { RawClient } from '../helpers/lmtp-tls.js'
@@ -101,16 +100,7 @@ t.test('PROXY v1 and v2 from a trusted proxy: the client it names is the client 
 })
 
 t.test('PROXY: the logs name the client the header named, and the proxy as the peer', async (t) => {
-  let logs = ''
-  const log = pino(
-    { level: 'debug' },
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        logs += chunk.toString()
-        cb()
-      },
-    }),
-  )
+  const { log, text } = capturedLogs('debug')
   const received: Received[] = []
   const server = new LmtpServer({ ...defaultOptions, proxy: { trustedCidrs: ['127.0.0.1/32'] } }, acceptingHandler(received), log)
   const port = (await server.listen({ host: '127.0.0.1', port: 0 })) as number
@@ -118,8 +108,8 @@ t.test('PROXY: the logs name the client the header named, and the proxy as the p
   const c = await RawClient.connect(port, { preamble: 'PROXY TCP4 192.0.2.10 10.0.0.5 40000 2424\r\n' })
   t.strictSame(await c.send(LHLO + TXN, 6), TXN_CODES)
   await c.closed
-  while (!logs.includes('connection closed')) await new Promise((r) => setTimeout(r, 10))
-  const lines = logs
+  while (!text().includes('connection closed')) await new Promise((r) => setTimeout(r, 10))
+  const lines = text()
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Record<string, unknown>)

@@ -7,8 +7,7 @@ import t from 'tap'
 import { execFile, execFileSync } from 'node:child_process'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { capturedLogs } from '../helpers/logs.js'
 import { pki } from '../helpers/certs.js'
 import { RawClient } from '../helpers/lmtp-tls.js'
 import { acceptingHandler, defaultOptions, type Received } from '../helpers/lmtp.js'
@@ -44,14 +43,7 @@ interface Started {
 }
 
 async function start(tt: { teardown: (fn: () => unknown) => void }, auth: Partial<NonNullable<LmtpServerOptions['auth']>> = {}): Promise<Started> {
-  let logs = ''
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      logs += chunk.toString()
-      cb()
-    },
-  })
-  const log = pino({ level: 'debug' }, sink)
+  const { log, text: logs } = capturedLogs('debug')
   const received: Received[] = []
   const metrics = new Metrics({ processMetrics: false })
   const server = new LmtpServer(
@@ -66,7 +58,7 @@ async function start(tt: { teardown: (fn: () => unknown) => void }, auth: Partia
   )
   const port = (await server.listen({ host: '127.0.0.1', port: 0 })) as number
   tt.teardown(() => server.close(100))
-  return { port, received, logs: () => logs, metrics }
+  return { port, received, logs, metrics }
 }
 
 async function secure(port: number, localAddress?: string): Promise<RawClient> {
