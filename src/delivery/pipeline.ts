@@ -291,11 +291,13 @@ export class DeliveryPipeline implements LmtpHandler {
         if (r) byId.set(p.id, { reply: r.reply, outcome: r.outcome })
       })
       const isDurable = await durable
+      // A first attempt was waited for and did not settle in time (not: a resend of a job already queued).
+      const expected = new Set(planned.filter((p, k) => revived[k] === 'new' && p.route.mode !== 'async').map((p) => p.id))
       const replies = envelope.recipients.map((r, i) => {
         const first = byId.get(ids[i]!) ?? null
         const mode = routes[i]!.mode
         const out = recipientOutcome(mode, isDurable, first, r.address)
-        this.observe(out, mode, first === null && mode !== 'async')
+        this.observe(out, mode, first === null && expected.has(ids[i]!))
         return out
       })
       if (inRedisNow !== undefined && !keeps && results.every((r) => r !== null) && firsts.every((f) => f !== null)) {

@@ -131,6 +131,7 @@ t.test('accept mode: a resend of a job still retrying, or of one delivered, is a
   t.ok(Date.now() - started < 2000, 'answered at once')
   await sleep(200)
   t.equal(hook.requests.length, 2, 'neither resend reached the webhook')
+  t.match(await app.metrics.registry.metrics(), /lmtp_webhook_reply_timeouts_total\{mode="accept"\} 0\n/, 'a resend answered at once is no reply timeout')
 })
 
 t.test('async mode: 250 once queued, delivered afterwards; a refusal becomes a dead letter', async (t) => {
