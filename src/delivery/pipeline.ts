@@ -88,12 +88,9 @@ async function collect(message: Readable): Promise<Buffer> {
 
 /** One distinct delivery of a transaction (a recipient given twice is one delivery). */
 interface Planned {
-  readonly index: number
   readonly id: string
   readonly route: Route
   readonly data: DeliveryJobData
-  /** The first attempt is made in this process. */
-  readonly here: boolean
   readonly entry: GuardEntry
 }
 
@@ -186,9 +183,10 @@ export class DeliveryPipeline implements LmtpHandler {
     const ids = webhookIds.map((id, i) => jobId(id, envelope.id, routes[i]!.mode))
     const unique = new Map<string, number>()
     ids.forEach((id, i) => unique.has(id) || unique.set(id, i))
+    // First attempts are made in this process when it also works the queue (every recipient alike).
+    const here = this.local !== null
     const planned: Planned[] = [...unique.values()].map((i) => {
       const route = routes[i]!
-      const here = this.local !== null
       const data: DeliveryJobData = {
         webhookId: webhookIds[i]!,
         txn: envelope.id,
@@ -208,11 +206,11 @@ export class DeliveryPipeline implements LmtpHandler {
         leased: here,
         checkLog: keepsMail(route.mode),
       }
-      return { index: i, id: ids[i]!, route, data, here, entry }
+      return { id: ids[i]!, route, data, entry }
     })
     // A worker needs the message in Redis unless every first attempt is made here in defer mode
     // (a defer-mode guard that falls due is skipped: its session has answered).
-    const inRedis = keeps || planned.some((p) => !p.here)
+    const inRedis = keeps || !here
     // With nothing to store, the jobs need nothing of the parse: they go out first, and their round
     // trip overlaps the parse instead of following it.
     let added: Promise<GuardState[]> | undefined
@@ -224,7 +222,7 @@ export class DeliveryPipeline implements LmtpHandler {
     if ([...parts.values()].some(isUnparsedJson)) {
       this.log.warn({ txn: envelope.id, size: raw.length }, 'the message could not be parsed: delivered with its raw form and message.parseError')
     }
-    const viaWorker = planned.filter((p) => !p.here && p.route.mode !== 'async')
+    const viaWorker = here ? [] : planned.filter((p) => p.route.mode !== 'async')
     // (an async recipient's first attempt is never waited for, wherever it is made)
     const heard = this.channel.expect(viaWorker.map((p) => p.id))
     let listened = false
@@ -275,7 +273,7 @@ export class DeliveryPipeline implements LmtpHandler {
           if (state === 'delivered') return alreadyDelivered(p.data.rcpt)
           // Still queued or retrying (an MTA's resend of mail queued here): answered at once.
           if (state === 'pending') return null
-          if (!p.here) return null // heard on the result channel below (async: not waited for)
+          if (!here) return null // heard on the result channel below (async: not waited for)
           const attempt = this.attemptHere(guards, p, fieldsOf(p.route), replyBy, ensureStored, summary)
           if (p.route.mode !== 'async') return attempt
           // async: the attempt starts now and the reply does not wait for it
