@@ -60,10 +60,10 @@ t.test("the README's configuration table lists exactly the variables src/config.
 })
 
 t.test('nothing refers to files outside the repository', async (t) => {
-  const files = tracked('src', 'docs', 'test', 'bench', 'README.md', 'helm', 'docker', 'scripts', 'examples', 'openapi', '.ci', 'Dockerfile').filter(
-    (f) => f !== 'test/docs/docs.test.ts',
-  )
-  const outside = /DESIGN\.md|STYLE\.md|\.\.\/shared\b/
+  const files = tracked('src', 'docs', 'test', 'bench', 'README.md', 'helm', 'docker', 'scripts', 'examples', 'openapi', '.ci', 'Dockerfile')
+  // The names are assembled here, so this file does not name what it looks for.
+  const notes = ['DESIGN', 'STYLE'].map((name) => `${name}\\.md`)
+  const outside = new RegExp([...notes, ['\\.\\.', 'shared\\b'].join('/')].join('|'))
   const hits = files.filter((f) => outside.test(readFileSync(`${ROOT}/${f}`, 'utf8')))
-  t.same(hits, [], 'no DESIGN.md, STYLE.md or ../shared')
+  t.same(hits, [], 'no file names the design notes or the directory kept beside the repository')
 })
