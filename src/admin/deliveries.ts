@@ -170,7 +170,7 @@ export function deliveriesApi(ctx: AdminContext) {
           tags: TAGS,
           summary: 'Replay deliveries by filter',
           description:
-            "state dead (the default): replays every matching dead letter with its route's full retry schedule, as POST /v1/deliveries/{id}/retry does. state retrying: attempts the matching accept-mode deliveries that wait for their next retry now. Filters combine. One call examines at most 1000 queued deliveries and acts on at most `limit`; follow nextCursor until it is null. Safe to repeat: what was replayed is no longer dead.",
+            "state dead (the default): replays every matching dead letter with its route's full retry schedule, as POST /v1/deliveries/{id}/retry does. state retrying: attempts the matching accept- and async-mode deliveries that wait for their next retry now. Filters combine. One call examines at most 1000 queued deliveries and acts on at most `limit`; follow nextCursor until it is null. Safe to repeat: what was replayed is no longer dead.",
           body: BulkFilterSchema,
           response: { 200: ref(BulkRetryResultSchema), ...errors(400, 401, 413, 415) },
         },

@@ -177,7 +177,7 @@ export function routesApi(ctx: AdminContext) {
           tags: TAGS,
           summary: 'Resume a route',
           description:
-            'Lets deliveries through the route again on every replica, and releases the accept-mode deliveries the pause held. Resuming a route that is not paused changes nothing. Emits route.resumed.',
+            'Lets deliveries through the route again on every replica, and releases the accept- and async-mode deliveries the pause held. Resuming a route that is not paused changes nothing. Emits route.resumed.',
           params: RouteIdParams,
           response: { 200: ref(RouteSchema), ...errors(401, 404) },
         },

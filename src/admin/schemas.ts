@@ -232,7 +232,8 @@ export const BulkFilterSchema = Type.Object(
     state: Type.Optional(
       Type.Enum(['dead', 'retrying'], {
         default: 'dead',
-        description: 'dead: dead letters (retry replays them); retrying: accept-mode deliveries waiting for their next attempt (retry attempts them now).',
+        description:
+          'dead: dead letters (retry replays them); retrying: accept- and async-mode deliveries waiting for their next attempt (retry attempts them now).',
       }),
     ),
     recipient: Type.Optional(Type.String({ maxLength: 320, description: 'Exact recipient address (case-insensitive).' })),
