@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
+import { Children } from './e2e/children.js'
 
 const list = (value: string | undefined, fallback: string): string[] =>
   (value ?? fallback)
@@ -39,42 +40,16 @@ const STALL_MS = 15_000
 const ROOT = new URL('..', import.meta.url).pathname
 const SMTP_SOURCE = existsSync('/usr/sbin/smtp-source') ? '/usr/sbin/smtp-source' : 'smtp-source'
 const work = mkdtempSync(join(tmpdir(), 'lmtp-webhook-bench-'))
-const children: ChildProcess[] = []
+const children = new Children(ROOT)
 
 function cleanup(): void {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
+  children.killAll()
   rmSync(work, { recursive: true, force: true })
 }
 process.on('exit', cleanup)
 process.on('SIGINT', () => process.exit(130))
 
-/** Starts a child and resolves with the first line matching `ready` on its stdout. */
-async function startChild(
-  command: string,
-  args: string[],
-  env: Record<string, string>,
-  ready: RegExp,
-): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
-  const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
-  children.push(child)
-  let out = ''
-  let err = ''
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()))
-  return new Promise((resolve, reject) => {
-    const onData = (c: Buffer): void => {
-      out += c.toString()
-      const m = ready.exec(out)
-      if (m) {
-        // keep draining so the child never blocks on a full pipe
-        child.stdout!.off('data', onData)
-        child.stdout!.on('data', () => {})
-        resolve({ child, match: m })
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited with ${code}: ${err}${out}`)))
-  })
-}
+const startChild = (command: string, args: string[], env: Record<string, string>, ready: RegExp) => children.start(command, args, env, ready)
 
 async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
@@ -181,7 +156,7 @@ async function privateRedis(durable: boolean): Promise<PrivateRedis> {
   const path = join(dir, 'redis.sock')
   const persistence = durable ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']
   const child = spawn('redis-server', ['--port', '0', '--unixsocket', path, '--save', '', '--dir', dir, ...persistence], { stdio: 'ignore' })
-  children.push(child)
+  children.all.push(child)
   for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(50)
   if (!existsSync(path)) throw new Error('redis-server did not start')
   return {
